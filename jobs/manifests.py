@@ -1,0 +1,481 @@
+"""Declarative parts of a study: tasks, open models, API models, prices and sweeps.
+
+Each manifest is YAML validated against a JSON schema; an error names the file, the key and what
+was expected. Manifests ship inside the package (see pyproject's force-include), so an image that
+installed the wheel finds them; in a source checkout they are read from ``<repo>/manifests``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .contract import JobError
+
+
+def manifest_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "manifests", here.parent / "manifests"):
+        if (candidate / "models.yaml").exists():
+            return candidate
+    raise JobError(f"cannot find the manifests folder next to {here}; reinstall switchpoint")
+
+
+def bundled_dir() -> Path:
+    """Small data subsets shipped for offline runs (license and source beside each)."""
+    return manifest_dir() / "data"
+
+
+class ManifestError(JobError):
+    pass
+
+
+# --- schemas ---------------------------------------------------------------------------------
+_SOURCE = {
+    "type": "object",
+    "required": ["uri", "format"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"enum": ["hub", "url", "file", "store", "bundled"]},
+        "uri": {"type": "string", "minLength": 1},
+        "format": {"enum": ["squad-json", "jsonl", "hub"]},
+        "config": {"type": ["string", "null"]},
+        "split": {"type": ["string", "null"]},
+    },
+}
+
+TASK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "sources", "fields", "prompt", "generation", "metrics"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$"},
+        "description": {"type": "string"},
+        "license": {"type": "string"},
+        "sources": {
+            "type": "object",
+            "required": ["train", "eval"],
+            "additionalProperties": False,
+            "properties": {"train": _SOURCE, "eval": _SOURCE},
+        },
+        "bundled": {
+            "type": "object",
+            "required": ["train", "eval"],
+            "additionalProperties": False,
+            "properties": {"train": _SOURCE, "eval": _SOURCE},
+        },
+        "fields": {
+            "type": "object",
+            "required": ["inputs", "references"],
+            "additionalProperties": False,
+            "properties": {
+                "id": {"type": ["string", "null"]},
+                "inputs": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}},
+                "references": {"type": "string"},
+            },
+        },
+        "prompt": {
+            "type": "object",
+            "required": ["instruction", "input_template"],
+            "additionalProperties": False,
+            "properties": {
+                "instruction": {"type": "string"},
+                "input_template": {"type": "string"},
+                "truncate_field": {"type": ["string", "null"]},
+                "variants": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "shots": {"enum": ["turns", "instruction"]},
+                            "shot_template": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        },
+        "generation": {
+            "type": "object",
+            "required": ["max_new_tokens"],
+            "additionalProperties": False,
+            "properties": {
+                "max_new_tokens": {"type": "integer", "minimum": 1},
+                "stop": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "metrics": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        "primary_metric": {"type": "string"},
+        "sampling": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"unique_field": {"type": ["string", "null"]}},
+        },
+    },
+}
+
+MODELS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["models"],
+    "additionalProperties": False,
+    "properties": {
+        "models": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {
+                "type": "object",
+                "required": ["source", "family", "lora_target_modules", "prompt_format"],
+                "additionalProperties": False,
+                "properties": {
+                    "source": {"enum": ["hub", "tiny", "local"]},
+                    "hub_id": {"type": "string"},
+                    "path": {"type": "string"},
+                    "revision": {"type": "string"},
+                    "family": {"enum": ["gpt_neox", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "gpt2"]},
+                    "params_b": {"type": "number"},
+                    "context_length": {"type": "integer", "minimum": 16},
+                    "lora_target_modules": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                    "prompt_format": {"enum": ["chat-template", "alpaca", "rinna", "plain", "elyza", "llama2"]},
+                    "instance_type": {"type": "string"},
+                    "load_in_4bit": {"type": "boolean"},
+                    "trust_remote_code": {"type": "boolean"},
+                    "license": {"type": "string"},
+                    "note": {"type": "string"},
+                },
+            },
+        }
+    },
+}
+
+_PRICE = {"type": "number", "minimum": 0}
+API_MODELS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["api_models"],
+    "additionalProperties": False,
+    "properties": {
+        "api_models": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {
+                "type": "object",
+                "required": ["bedrock_model_id", "context_window", "input_per_mtok", "output_per_mtok",
+                             "batch_discount", "price_date", "price_source"],
+                "additionalProperties": False,
+                "properties": {
+                    "bedrock_model_id": {"type": "string"},
+                    "inference_profile": {"type": "string"},
+                    "region": {"type": "string"},
+                    "context_window": {"type": "integer", "minimum": 1},
+                    "max_output_tokens": {"type": "integer", "minimum": 1},
+                    "input_per_mtok": _PRICE,
+                    "output_per_mtok": _PRICE,
+                    "batch_discount": {"type": "number", "minimum": 0, "maximum": 1},
+                    "cache_write_per_mtok": {"type": ["number", "null"], "minimum": 0},
+                    "cache_read_per_mtok": {"type": ["number", "null"], "minimum": 0},
+                    "price_date": {"type": "string"},
+                    "price_source": {"type": "string"},
+                    "note": {"type": "string"},
+                    "legacy": {"type": "boolean"},
+                },
+            },
+        }
+    },
+}
+
+PRICES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["region", "date", "source", "instances"],
+    "additionalProperties": False,
+    "properties": {
+        "region": {"type": "string"},
+        "date": {"type": "string"},
+        "source": {"type": "string"},
+        "note": {"type": "string"},
+        "instances": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["on_demand_per_hour", "gpus"],
+                "additionalProperties": False,
+                "properties": {
+                    "on_demand_per_hour": _PRICE,
+                    "spot_per_hour": {"type": ["number", "null"], "minimum": 0},
+                    "gpus": {"type": "integer", "minimum": 0},
+                    "gpu": {"type": "string"},
+                    "gpu_memory_gib": {"type": "number"},
+                    "processing": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
+
+SWEEP_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "sizes", "seeds", "models"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$"},
+        "description": {"type": "string"},
+        "tasks": {"type": "array", "items": {"type": "string"}},
+        "data": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "source": {"enum": ["remote", "bundled"]},
+                "eval_size": {"type": ["integer", "null"], "minimum": 1},
+                "sizes": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "integer"}}},
+            },
+        },
+        "sizes": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}, "uniqueItems": True},
+        "seeds": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}, "uniqueItems": True},
+        "models": {"type": "array", "items": {"type": "string"}},
+        "api_models": {"type": "array", "items": {"type": "string"}},
+        "fewshot_local": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"enabled": {"type": "boolean"}, "shots": {"type": "array", "items": {"type": "integer", "minimum": 0}}},
+        },
+        "fewshot_api": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "shots": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                "variants": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+                "mode": {"enum": ["auto", "batch", "on-demand"]},
+                "max_usd": {"type": ["number", "null"], "minimum": 0},
+                "role_arn": {"type": ["string", "null"]},
+                "s3_prefix": {"type": ["string", "null"]},
+                "region": {"type": ["string", "null"]},
+            },
+        },
+        "train": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "epochs": {"type": "number", "exclusiveMinimum": 0},
+                "batch_size": {"type": "integer", "minimum": 1},
+                "learning_rate": {"type": "number", "exclusiveMinimum": 0},
+                "min_steps": {"type": "integer", "minimum": 0},
+                "warmup_ratio": {"type": "number", "minimum": 0, "maximum": 1},
+                "lora_r": {"type": "integer", "minimum": 1},
+                "lora_alpha": {"type": "number", "exclusiveMinimum": 0},
+                "lora_dropout": {"type": "number", "minimum": 0, "maximum": 1},
+                "cutoff_len": {"type": "integer", "minimum": 16},
+                "load_in_4bit": {"type": "boolean"},
+                "gradient_checkpointing": {"type": "boolean"},
+                "instance_type": {"type": "string"},
+                "spot": {"type": "boolean"},
+                "max_runtime_s": {"type": "integer", "minimum": 60},
+            },
+        },
+        "infer": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "engine": {"enum": ["hf", "vllm", "lm-eval"]},
+                "batch_size": {"type": "integer", "minimum": 1},
+                "instance_type": {"type": "string"},
+            },
+        },
+        "score": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"bootstrap": {"type": "integer", "minimum": 100}, "instance_type": {"type": "string"}},
+        },
+        "images": {"type": "object", "additionalProperties": {"type": "string"}},
+        "sagemaker": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "role_arn": {"type": ["string", "null"]},
+                "region": {"type": ["string", "null"]},
+                "volume_gb": {"type": "integer", "minimum": 1},
+            },
+        },
+    },
+}
+
+
+# --- loading ---------------------------------------------------------------------------------
+def read_yaml(path: Path) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ManifestError(f"{path}: cannot read ({err.strerror or err})") from err
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ManifestError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from err
+
+
+def validate(value: Any, schema: dict, path: Path | str) -> Any:
+    """Validate against ``schema``; the first error becomes one line naming file, key and expectation."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(value), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        err = errors[0]
+        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        if err.validator == "additionalProperties":
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            expected = sorted(err.schema.get("properties", {}))
+            what = f"unknown key(s) {', '.join(map(repr, extra))}; expected one of {', '.join(expected)}"
+        elif err.validator == "required":
+            what = err.message.replace("is a required property", "is required but missing")
+        else:
+            what = err.message
+        raise ManifestError(f"{path}: at {key}: {what}")
+    return value
+
+
+def _resolve(name_or_path: str | Path, folder: str) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.exists():
+            raise ManifestError(f"{candidate}: no such manifest file")
+        return candidate
+    packaged = manifest_dir() / folder / f"{name_or_path}.yaml"
+    if not packaged.exists():
+        known = sorted(p.stem for p in (manifest_dir() / folder).glob("*.yaml"))
+        raise ManifestError(f"unknown {folder[:-1]} {str(name_or_path)!r}; known: {', '.join(known)} (or give a path to a .yaml file)")
+    return packaged
+
+
+def load_task(name_or_path: str | Path) -> dict:
+    """A task manifest by name (``jsquad``) or path (``my_task.yaml``), validated, defaults filled.
+
+    Relative ``file`` source URIs are resolved against the manifest's folder, so a user's task is a
+    YAML file next to its JSONL data.
+    """
+    path = _resolve(name_or_path, "tasks")
+    task = validate(read_yaml(path), TASK_SCHEMA, path)
+    task = copy.deepcopy(task)
+    task.setdefault("description", "")
+    task.setdefault("sampling", {}).setdefault("unique_field", None)
+    task["generation"].setdefault("stop", [])
+    task["prompt"].setdefault("truncate_field", None)
+    task["prompt"].setdefault("variants", {})
+    task.setdefault("primary_metric", task["metrics"][0])
+    for role in ("sources", "bundled"):
+        for source in task.get(role, {}).values():
+            source.setdefault("type", "file")
+            if source["type"] == "file" and not Path(source["uri"]).is_absolute():
+                source["uri"] = str((path.parent / source["uri"]).resolve())
+    _check_task_fields(task, path)
+    task["manifest_path"] = str(path)
+    return task
+
+
+def _check_task_fields(task: dict, path: Path) -> None:
+    import string
+
+    inputs = set(task["fields"]["inputs"])
+    used = {f for _, f, _, _ in string.Formatter().parse(task["prompt"]["input_template"]) if f}
+    unknown = used - inputs
+    if unknown:
+        raise ManifestError(f"{path}: at prompt.input_template: placeholder(s) {sorted(unknown)} are not in fields.inputs {sorted(inputs)}")
+    trunc = task["prompt"]["truncate_field"]
+    if trunc is not None and trunc not in inputs:
+        raise ManifestError(f"{path}: at prompt.truncate_field: {trunc!r} is not in fields.inputs {sorted(inputs)}")
+    unique = task["sampling"]["unique_field"]
+    if unique is not None and unique not in inputs:
+        raise ManifestError(f"{path}: at sampling.unique_field: {unique!r} is not in fields.inputs {sorted(inputs)}")
+    from .metric_names import KNOWN_METRICS
+
+    for metric in task["metrics"]:
+        if metric not in KNOWN_METRICS:
+            raise ManifestError(f"{path}: at metrics: unknown metric {metric!r}; known: {', '.join(sorted(KNOWN_METRICS))}")
+    if task["primary_metric"] not in task["metrics"]:
+        raise ManifestError(f"{path}: at primary_metric: {task['primary_metric']!r} is not one of metrics")
+
+
+def load_models(path: Path | None = None) -> dict[str, dict]:
+    path = path or manifest_dir() / "models.yaml"
+    models = validate(read_yaml(path), MODELS_SCHEMA, path)["models"]
+    for name, entry in models.items():
+        if entry["source"] == "hub" and "hub_id" not in entry:
+            raise ManifestError(f"{path}: at models.{name}: source 'hub' needs hub_id")
+        if entry["source"] == "local" and "path" not in entry:
+            raise ManifestError(f"{path}: at models.{name}: source 'local' needs path")
+        entry["name"] = name
+    return models
+
+
+def get_model(name: str, path: Path | None = None) -> dict:
+    models = load_models(path)
+    if name not in models:
+        raise ManifestError(f"unknown model {name!r}; known in models.yaml: {', '.join(sorted(models))}")
+    return models[name]
+
+
+def load_api_models(path: Path | None = None) -> dict[str, dict]:
+    path = path or manifest_dir() / "api_models.yaml"
+    models = validate(read_yaml(path), API_MODELS_SCHEMA, path)["api_models"]
+    for name, entry in models.items():
+        entry["name"] = name
+    return models
+
+
+def get_api_model(name: str, path: Path | None = None) -> dict:
+    models = load_api_models(path)
+    if name not in models:
+        raise ManifestError(f"unknown API model {name!r}; known in api_models.yaml: {', '.join(sorted(models))}")
+    return models[name]
+
+
+def load_prices(path: Path | None = None) -> dict:
+    path = path or manifest_dir() / "prices.yaml"
+    return validate(read_yaml(path), PRICES_SCHEMA, path)
+
+
+SWEEP_DEFAULTS: dict[str, Any] = {
+    "tasks": [],
+    "data": {"source": "remote", "eval_size": None, "sizes": {}},
+    "api_models": [],
+    "fewshot_local": {"enabled": False, "shots": []},
+    "fewshot_api": {"shots": None, "variants": {}, "mode": "auto", "max_usd": None, "role_arn": None,
+                    "s3_prefix": None, "region": None},
+    "train": {"epochs": 3, "batch_size": 4, "learning_rate": 2e-4, "min_steps": 20, "warmup_ratio": 0.1,
+              "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "cutoff_len": 512, "load_in_4bit": False,
+              "gradient_checkpointing": False, "instance_type": "ml.g5.2xlarge", "spot": False,
+              "max_runtime_s": 86400},
+    "infer": {"engine": "hf", "batch_size": 8, "instance_type": "ml.g5.2xlarge"},
+    "score": {"bootstrap": 10000, "instance_type": "ml.m5.xlarge"},
+    "images": {},
+    "sagemaker": {"role_arn": None, "region": None, "volume_gb": 100},
+}
+
+
+def load_sweep(name_or_path: str | Path) -> dict:
+    """A sweep by name (``smoke``) or path, validated, with every section's defaults filled."""
+    path = _resolve(name_or_path, "sweeps")
+    raw = validate(read_yaml(path), SWEEP_SCHEMA, path)
+    sweep = copy.deepcopy(SWEEP_DEFAULTS)
+    for key, value in raw.items():
+        if isinstance(value, dict) and isinstance(sweep.get(key), dict):
+            sweep[key].update(value)
+        else:
+            sweep[key] = value
+    sweep["sizes"] = sorted(sweep["sizes"])
+    known_models = load_models()
+    for name in sweep["models"]:
+        if name not in known_models:
+            raise ManifestError(f"{path}: at models: unknown model {name!r}; known: {', '.join(sorted(known_models))}")
+    known_api = load_api_models()
+    for name in sweep["api_models"]:
+        if name not in known_api:
+            raise ManifestError(f"{path}: at api_models: unknown API model {name!r}; known: {', '.join(sorted(known_api))}")
+    sweep["manifest_path"] = str(path)
+    return sweep
+
+
+def sweep_sizes(sweep: dict, task_name: str) -> list[int]:
+    """Sizes for one task: ``data.sizes.<task>`` when given (XLSum stops at 1024 in the study), else ``sizes``."""
+    return sorted(sweep["data"]["sizes"].get(task_name, sweep["sizes"]))
