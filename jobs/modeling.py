@@ -1,0 +1,127 @@
+"""Loading a base model from its manifest entry, once per job.
+
+One place decides where the weights come from (Hub id, local folder, or a tiny model built from
+the data folder), the device and precision (bf16 on a GPU that supports it, fp32 on CPU), optional
+4/8-bit loading, and the base model's fingerprint, which each adapter records so that an adapter is
+never evaluated on another base. ``BASE_MODEL_LOADS`` counts loads so tests can assert one per job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .contract import JobError
+
+BASE_MODEL_LOADS = 0
+
+
+@dataclass
+class BaseModel:
+    model: Any
+    tokenizer: Any
+    entry: dict
+    fingerprint: str
+    device: str
+    dtype: str
+
+
+def device_and_dtype() -> tuple[str, Any]:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return "cpu", torch.float32
+
+
+def tiny_texts(task: dict, data_dir: Path) -> list[str]:
+    """Text the tiny tokenizer is trained on: the pool's inputs and references plus the prompt words.
+
+    Only the training pool, never the eval set, so the tokenizer carries nothing from evaluation.
+    """
+    from .data import read_jsonl
+
+    texts = [task["prompt"]["instruction"], task["prompt"]["input_template"], "入力 出力 文章 質問 要約"]
+    for rec in read_jsonl(Path(data_dir) / "pool.jsonl"):
+        texts.extend(str(rec[k]) for k in task["fields"]["inputs"])
+        texts.extend(rec["references"])
+    return texts
+
+
+def fingerprint(entry: dict, data_dir: Path | None) -> str:
+    if entry["source"] == "hub":
+        return f"hub:{entry['hub_id']}@{entry.get('revision', 'main')}"
+    if entry["source"] == "local":
+        return f"local:{entry['path']}"
+    if data_dir is None:
+        raise JobError(f"model {entry['name']}: a tiny model is built from a data folder; none given")
+    pool = (Path(data_dir) / "pool.jsonl").read_bytes()
+    return f"tiny:{entry['family']}:{hashlib.sha256(pool).hexdigest()[:16]}"
+
+
+def load_base(entry: dict, data_dir: Path | None, *, load_in_4bit: bool = False, load_in_8bit: bool = False,
+              device: str | None = None) -> BaseModel:
+    """Load (or, for ``source: tiny``, build) the base model and tokenizer of a models.yaml entry."""
+    global BASE_MODEL_LOADS
+    import torch
+
+    auto_device, dtype = device_and_dtype()
+    device = device or auto_device
+    if device == "cpu":
+        dtype = torch.float32
+    if (load_in_4bit or load_in_8bit) and device != "cuda":
+        raise JobError(f"model {entry['name']}: 4-bit/8-bit loading needs a CUDA GPU (bitsandbytes); this job runs on {device}")
+    if entry["source"] == "tiny":
+        from .data import load_task_from_data
+        from .tiny import build_tiny
+
+        task = load_task_from_data(data_dir)
+        model, tokenizer = build_tiny(entry["family"], tiny_texts(task, data_dir),
+                                      context_length=entry.get("context_length", 4096))
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        where = entry["hub_id"] if entry["source"] == "hub" else entry["path"]
+        kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": entry.get("trust_remote_code", False)}
+        if entry.get("revision"):
+            kwargs["revision"] = entry["revision"]
+        if load_in_4bit or load_in_8bit:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, bnb_4bit_compute_dtype=dtype,
+                bnb_4bit_quant_type="nf4")
+            kwargs["device_map"] = {"": 0}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(where, revision=entry.get("revision"),
+                                                      trust_remote_code=entry.get("trust_remote_code", False))
+            model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+        except OSError as err:
+            raise JobError(f"model {entry['name']}: cannot load {where!r} ({str(err).splitlines()[0]}); "
+                           "check the Hub id and network, or use SWEEP=smoke offline") from err
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    if not (load_in_4bit or load_in_8bit):
+        model.to(device)
+    BASE_MODEL_LOADS += 1
+    return BaseModel(model, tokenizer, entry, fingerprint(entry, data_dir), device, str(dtype).replace("torch.", ""))
+
+
+def write_base_info(adapter_dir: Path, base: BaseModel) -> None:
+    """Record which base an adapter belongs to (checked before any generation)."""
+    (Path(adapter_dir) / "base.json").write_text(
+        json.dumps({"model": base.entry["name"], "fingerprint": base.fingerprint}, indent=2) + "\n", encoding="utf-8")
+
+
+def check_base_info(adapter_dir: Path, base: BaseModel) -> None:
+    path = Path(adapter_dir) / "base.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise JobError(f"{path}: missing or unreadable; this adapter was not written by `switchpoint train`") from err
+    if info.get("fingerprint") != base.fingerprint:
+        raise JobError(f"{adapter_dir}: adapter was trained on base {info.get('model')!r} ({info.get('fingerprint')}), "
+                       f"but this job loaded {base.entry['name']!r} ({base.fingerprint}); use the matching model")
