@@ -59,3 +59,6 @@ def main() -> None:
     Each job reads and writes the SageMaker /opt/ml layout, so the same command runs in a venv,
     in `docker run`, or as a SageMaker job. Usually you run `make sweep TASK=jsquad SWEEP=smoke`.
     """
+
+if __name__ == "__main__":
+    main()
