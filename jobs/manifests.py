@@ -206,6 +206,7 @@ PRICES_SCHEMA: dict[str, Any] = {
                     "gpus": {"type": "integer", "minimum": 0},
                     "gpu": {"type": "string"},
                     "gpu_memory_gib": {"type": "number"},
+                    "gpu_tflops_bf16": {"type": "number", "minimum": 0},
                     "processing": {"type": "boolean"},
                 },
             },
@@ -474,6 +475,15 @@ def load_sweep(name_or_path: str | Path) -> dict:
             raise ManifestError(f"{path}: at api_models: unknown API model {name!r}; known: {', '.join(sorted(known_api))}")
     sweep["manifest_path"] = str(path)
     return sweep
+
+
+def manifest_ref(manifest: dict, folder: str) -> str:
+    """How a job in a container should name this manifest: its name when it ships with the package
+    (every image has it), else its path (which only a local run can read)."""
+    path = Path(manifest["manifest_path"]).resolve()
+    if path == (manifest_dir() / folder / f"{manifest['name']}.yaml").resolve():
+        return manifest["name"]
+    return str(path)
 
 
 def sweep_sizes(sweep: dict, task_name: str) -> list[int]:

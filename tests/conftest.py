@@ -45,8 +45,11 @@ def xlsum_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def moto_endpoint():
     """moto's server on 127.0.0.1 (random port); yields its URL. Use with `aws_env`."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -1,0 +1,227 @@
+"""Orchestration: steps, the docker command, the sagemaker backend on moto, pre-flight, plan and status."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from switchpoint import backends, manifests
+from switchpoint.cli import main
+from switchpoint.contract import JobError
+from switchpoint.orchestrate import estimate_plan, preflight, run_sweep, step_status
+from switchpoint.steps import plan_steps
+from switchpoint.store import open_store
+
+REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+ROLE = "arn:aws:iam::123456789012:role/switchpoint-sagemaker"
+
+
+def _sweep_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sm.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+SAGEMAKER_SWEEP = """
+name: smtest
+tasks: [jsquad]
+data: {source: bundled, eval_size: 8}
+sizes: [0, 2, 4]
+seeds: [0, 1]
+models: [qwen2.5-1.5b-instruct, swallow-13b]
+api_models: [claude-haiku-4.5]
+fewshot_api: {shots: [0, 2], mode: auto, role_arn: "arn:aws:iam::123456789012:role/bedrock-batch", s3_prefix: "s3://batch-bucket/in"}
+train: {instance_type: ml.g6e.xlarge, spot: true, max_runtime_s: 7200}
+infer: {instance_type: ml.g5.xlarge}
+score: {instance_type: ml.m5.xlarge}
+"""
+
+
+def test_steps_of_the_smoke_sweep_chain_every_job():
+    sweep, task = manifests.load_sweep("smoke"), manifests.load_task("jsquad")
+    steps = plan_steps(sweep, task)
+    assert [s.name for s in steps] == ["data", "train-tiny-gpt-neox", "infer-local-tiny-gpt-neox", "score", "report"]
+    infer = steps[2]
+    assert infer.inputs == {"data": "data", "adapters": "train/tiny-gpt-neox/checkpoints/adapters"}
+    assert "fewshot-local" in infer.args[infer.args.index("--arms") + 1]
+    assert steps[1].hyperparameters["sizes"] == "0,2,4,8" and steps[1].checkpoints == "train/tiny-gpt-neox/checkpoints"
+
+
+def test_docker_command_mounts_the_layout_and_passes_secrets_by_name_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-print-me")
+    sweep = manifests.load_sweep(_sweep_file(tmp_path, SAGEMAKER_SWEEP))
+    steps = {s.name: s for s in plan_steps(sweep, manifests.load_task("jsquad"))}
+    train = backends.docker_command(steps["train-swallow-13b"], tmp_path / "root", "img/train:1")
+    assert train[:3] == ["docker", "run", "--rm"]
+    assert f"{tmp_path / 'root'}:/opt/ml" in train and "--gpus" in train
+    assert train[train.index("--entrypoint") + 1] == "switchpoint"
+    assert train[train.index("img/train:1") + 1] == "train"
+    assert "AWS_SECRET_ACCESS_KEY" in train and not any("do-not-print-me" in part for part in train)
+    score = backends.docker_command(steps["score"], tmp_path / "root", "img/score:1")
+    assert "--gpus" not in score
+    assert score[score.index("img/score:1") + 1:] == ["score", "--task", "/opt/ml/processing/input/data", "--bootstrap", "10000"]
+
+
+def test_docker_backend_without_an_engine_says_so(tmp_path):
+    sweep, task = manifests.load_sweep("smoke"), manifests.load_task("jsquad")
+    step = plan_steps(sweep, task)[3]
+    with pytest.raises(JobError, match="docker backend needs"):
+        backends.run_docker(step, open_store(tmp_path), sweep)
+
+
+def test_sagemaker_backend_submits_well_formed_jobs_to_moto(tmp_path, s3_bucket):
+    import boto3
+
+    sweep = manifests.load_sweep(_sweep_file(tmp_path, SAGEMAKER_SWEEP))
+    task = manifests.load_task("jsquad")
+    store = open_store(f"s3://{s3_bucket}/runs")
+    records = run_sweep(sweep, task, store, backend="sagemaker", check_network=lambda host: True,
+                        options={"role_arn": ROLE, "registry": REGISTRY, "poll_s": 1})
+    assert [r["status"] for r in records] == ["done"] * 8
+    sm = boto3.client("sagemaker")
+    run = store.child("smtest", "jsquad")
+    specs = {r["step"]: r["spec"] for r in records if "spec" in r}
+    names = [r["job_name"] for r in records if "job_name" in r]
+    assert len(set(names)) == len(names) == 7 and all(len(n) <= 63 for n in names)
+
+    for model, instance in (("qwen2.5-1.5b-instruct", "ml.g5.2xlarge"), ("swallow-13b", "ml.g5.12xlarge")):
+        spec = specs[f"train-{model}"]
+        desc = sm.describe_training_job(TrainingJobName=spec["TrainingJobName"])
+        assert desc["AlgorithmSpecification"]["TrainingImage"] == f"{REGISTRY}/switchpoint-train:0.1.0"
+        assert desc["RoleArn"] == ROLE
+        (channel,) = desc["InputDataConfig"]
+        assert channel["ChannelName"] == "data"
+        assert channel["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{s3_bucket}/runs/smtest/jsquad/data/"
+        assert desc["CheckpointConfig"] == {"S3Uri": f"s3://{s3_bucket}/runs/smtest/jsquad/train/{model}/checkpoints/",
+                                            "LocalPath": "/opt/ml/checkpoints"}
+        assert desc["ResourceConfig"]["InstanceType"] == instance  # the model's own instance wins
+        assert desc["EnableManagedSpotTraining"] is True
+        stop = desc["StoppingCondition"]
+        assert stop["MaxWaitTimeInSeconds"] >= stop["MaxRuntimeInSeconds"] == 7200
+        hp = desc["HyperParameters"]
+        assert hp["model"] == model and hp["sizes"] == "0,2,4" and hp["seeds"] == "0,1"
+        assert all(isinstance(v, str) and len(v) <= 256 for v in hp.values()) and len(hp) <= 100
+        assert hp["load_in_4bit"] == ("true" if model == "swallow-13b" else "false")
+
+    infer = sm.describe_processing_job(ProcessingJobName=specs["infer-local-qwen2.5-1.5b-instruct"]["ProcessingJobName"])
+    assert infer["AppSpecification"]["ImageUri"] == f"{REGISTRY}/switchpoint-infer-local:0.1.0"
+    inputs = {i["InputName"]: i["S3Input"] for i in infer["ProcessingInputs"]}
+    assert inputs["adapters"]["S3Uri"] == f"s3://{s3_bucket}/runs/smtest/jsquad/train/qwen2.5-1.5b-instruct/checkpoints/adapters/"
+    assert inputs["adapters"]["LocalPath"] == "/opt/ml/processing/input/adapters"
+    (output,) = infer["ProcessingOutputConfig"]["Outputs"]
+    assert output["S3Output"]["S3Uri"] == f"s3://{s3_bucket}/runs/smtest/jsquad/predictions/local/qwen2.5-1.5b-instruct/"
+    assert output["S3Output"]["LocalPath"] == "/opt/ml/processing/output"
+    bedrock = specs["infer-bedrock-claude-haiku-4.5"]
+    assert bedrock["AppSpecification"]["ContainerEntrypoint"] == ["switchpoint", "infer-bedrock"]
+    args = bedrock["AppSpecification"]["ContainerArguments"]
+    assert args[args.index("--role-arn") + 1] == "arn:aws:iam::123456789012:role/bedrock-batch"
+    assert "--skip-without-credentials" in args
+    report = specs["report"]
+    assert report["AppSpecification"]["ImageUri"] == f"{REGISTRY}/switchpoint-score:0.1.0"
+    assert report["AppSpecification"]["ContainerEntrypoint"] == ["switchpoint", "report"]
+    assert report["ProcessingResources"]["ClusterConfig"]["InstanceType"] == "ml.m5.xlarge"
+    score = specs["score"]
+    assert score["AppSpecification"]["ContainerArguments"][:2] == ["--task", "/opt/ml/processing/input/data"]
+    # every step is complete in the store; the run records hold what the cost model needs
+    assert all(run.child(p).is_complete() for p in ("data", "train/swallow-13b", "scores", "report"))
+    record = run.read_json("runs/train-swallow-13b.json")
+    assert record["status"] == "done" and "billable_s" in record  # moto reports no billable time; AWS does
+    # a second run submits nothing: every step is complete
+    again = run_sweep(sweep, task, store, backend="sagemaker", check_network=lambda host: True,
+                      options={"role_arn": ROLE, "registry": REGISTRY, "poll_s": 1})
+    assert again == []
+    assert len(sm.list_training_jobs()["TrainingJobSummaries"]) >= 2
+
+
+class _StoppedClient:
+    """A SageMaker client whose job ends Stopped (moto cannot stop a training job)."""
+
+    def __init__(self):
+        self.created = []
+
+    def create_training_job(self, **spec):
+        self.created.append(spec)
+
+    def get_waiter(self, name):
+        class W:
+            def wait(self, **kwargs):
+                return None
+
+        return W()
+
+    def describe_training_job(self, TrainingJobName):
+        return {"TrainingJobStatus": "Stopped", "BillableTimeInSeconds": 42, "TrainingTimeInSeconds": 60}
+
+
+def test_a_stopped_sagemaker_job_counts_as_failed(tmp_path, s3_bucket):
+    sweep = manifests.load_sweep(_sweep_file(tmp_path, SAGEMAKER_SWEEP))
+    step = [s for s in plan_steps(sweep, manifests.load_task("jsquad")) if s.job == "train"][0]
+    run = open_store(f"s3://{s3_bucket}/r")
+    client = _StoppedClient()
+    with pytest.raises(JobError, match="ended Stopped"):
+        backends.run_sagemaker(step, run, sweep, role_arn=ROLE, registry=REGISTRY, client=client)
+    assert not run.child(step.output).is_complete()
+    record = run.read_json(f"runs/{step.name}.json")
+    assert record["status"] == "failed" and record["billable_s"] == 42
+
+
+def test_sagemaker_needs_s3_a_role_and_registry_images(tmp_path):
+    sweep = manifests.load_sweep(_sweep_file(tmp_path, SAGEMAKER_SWEEP))
+    step = [s for s in plan_steps(sweep, manifests.load_task("jsquad")) if s.job == "train"][0]
+    with pytest.raises(JobError, match="needs an s3:// store"):
+        backends.run_sagemaker(step, open_store(tmp_path), sweep, role_arn=ROLE, registry=REGISTRY)
+    from switchpoint.store import S3Store
+
+    with pytest.raises(JobError, match="is not in a registry"):
+        backends.run_sagemaker(step, S3Store("b", "p"), sweep, role_arn=ROLE, registry=None, client=_StoppedClient())
+    smoke = manifests.load_sweep("smoke")
+    tiny = plan_steps(smoke, manifests.load_task("jsquad"))[1]
+    with pytest.raises(JobError, match="instance type 'local' cannot run on SageMaker"):
+        backends.run_sagemaker(tiny, S3Store("b", "p"), smoke, role_arn=ROLE, registry=REGISTRY)
+
+
+def test_job_names_are_unique_and_short():
+    sweep = manifests.load_sweep("study")
+    step = [s for s in plan_steps(sweep, manifests.load_task("jsquad")) if s.job == "infer-local"][0]
+    names = {backends.job_name(step, "sp-" + "x" * 80) for _ in range(50)}
+    assert len(names) == 50 and all(len(n) <= 63 and n.replace("-", "").isalnum() for n in names)
+
+
+def test_default_sweep_offline_stops_at_once_naming_what_it_cannot_reach():
+    sweep, task = manifests.load_sweep("default"), manifests.load_task("xlsum")
+    with pytest.raises(JobError) as err:
+        preflight(sweep, task, check=lambda host: False)
+    message = str(err.value)
+    assert "cannot reach huggingface.co" in message and "Qwen/Qwen2.5-1.5B-Instruct" in message
+    assert "csebuetnlp/xlsum" in message and "SWEEP=smoke" in message
+    preflight(manifests.load_sweep("smoke"), task, check=lambda host: False)  # smoke needs no network
+
+
+def test_plan_estimates_every_step_and_api_dollars():
+    sweep, task = manifests.load_sweep("default"), manifests.load_task("jsquad")
+    rows = {r["step"]: r for r in estimate_plan(sweep, task)}
+    api = rows["infer-bedrock-claude-haiku-4.5"]
+    assert api["api_records"] == 500 * 6  # eval cap x shot counts x one seed
+    price = manifests.get_api_model("claude-haiku-4.5")
+    expected = (api["api_input_tokens"] * price["input_per_mtok"] + api["api_output_tokens"] * price["output_per_mtok"]) / 1e6 * 0.5
+    assert api["usd"] == pytest.approx(expected, rel=1e-6)
+    assert rows["train-qwen2.5-1.5b-instruct"]["hours"] > 0 and rows["train-qwen2.5-1.5b-instruct"]["usd"] > 0
+    result = CliRunner().invoke(main, ["plan", "--sweep", "smoke", "--task", "xlsum"])
+    assert result.exit_code == 0 and "train-tiny-gpt-neox" in result.output and "estimated total: $0.00" in result.output
+
+
+def test_status_reports_done_failed_and_pending(tmp_path):
+    sweep, task = manifests.load_sweep("smoke"), manifests.load_task("jsquad")
+    store = open_store(tmp_path)
+    run_sweep(sweep, task, store, job="data")
+    run = store.child("smoke", "jsquad")
+    run.write_json("runs/train-tiny-gpt-neox.json", {"step": "train-tiny-gpt-neox", "status": "failed", "wall_s": 3.0,
+                                                     "backend": "local", "reason": "train: out of memory"})
+    states = {r["step"]: r["state"] for r in step_status(sweep, task, store)}
+    assert states == {"data": "done", "train-tiny-gpt-neox": "failed", "infer-local-tiny-gpt-neox": "pending",
+                      "score": "pending", "report": "pending"}
+    result = CliRunner().invoke(main, ["status", "--sweep", "smoke", "--task", "jsquad", "--store", str(tmp_path)])
+    assert result.exit_code == 0 and "out of memory" in result.output and "spent so far" in result.output
