@@ -1,0 +1,512 @@
+"""The ``infer-local`` job: the base model and every adapter of one (task, model), one base load.
+
+The reference study ran a harness once per adapter and reloaded the base model every time. This
+job loads the base once, then evaluates, over the same evaluation set:
+
+- ``finetune``: the base model for N=0 (zero-shot) and each LoRA adapter ``seed=S/n=N/`` for N>0,
+  with the zero-shot prompt in the model's format;
+- ``fewshot-local`` (optional): the base model with the seed's first k training examples as earlier
+  turns of the prompt, so in-context learning and fine-tuning see the same examples.
+
+Work is planned as *passes*: one model state (the base, or one adapter) over the evaluation set with
+one set of shots. Arms that need the same pass share it: the base model's zero-shot generation is
+run once and written as ``finetune n=0`` for every seed (and as ``fewshot-local k=0`` if asked).
+
+Engines: ``hf`` (transformers + peft, the default, below), ``vllm`` (one engine with LoRA enabled,
+GPU only, below) and ``lm-eval`` (EleutherAI lm-evaluation-harness once per pass, in
+``lm_eval_engine.py``). Every engine gets the same prompt texts and the same post-processing
+(``prompts.postprocess``), so their predictions can be compared one to one.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from . import manifests, modeling
+from .contract import JobError, job_paths, run_job, typed_settings
+from .data import data_info, load_task_from_data, read_eval_set, read_train_set
+from .predictions import Arm, prediction_record, write_predictions
+from .prompts import model_prompt, postprocess
+
+ARM_CHOICES = ("finetune", "fewshot-local")
+ENGINES = ("hf", "vllm", "lm-eval")
+
+
+@dataclass
+class InferSettings:
+    model: str
+    sizes: list[int] | None = None  # default: data.json's sizes
+    seeds: list[int] | None = None  # default: data.json's seeds
+    arms: list[str] = field(default_factory=lambda: ["finetune"])
+    shots: list[int] | None = None  # fewshot-local shot counts; default: the sizes
+    engine: str = "hf"
+    batch_size: int = 8
+    max_new_tokens: int | None = None  # default: the task's generation.max_new_tokens
+
+
+@dataclass
+class Pass:
+    """One generation pass: a model state over the evaluation set with fixed shots."""
+
+    adapter: tuple[int, int] | None  # (seed, n) of the adapter, None for the base model
+    shots: tuple[int, int] | None  # (seed, k) of the shots, None for zero-shot
+    arms: list[Arm]
+    prompts: list[str] = field(default_factory=list)
+    truncated: int = 0
+    skipped: str | None = None
+
+    @property
+    def label(self) -> str:
+        model = "base" if self.adapter is None else f"adapter seed={self.adapter[0]} n={self.adapter[1]}"
+        shots = "" if self.shots is None else f" + {self.shots[1]} shots (seed={self.shots[0]})"
+        return model + shots
+
+
+@dataclass
+class Generation:
+    """What an engine returns per example: raw text (before post-processing) and its costs."""
+
+    text: str
+    input_tokens: int | None
+    output_tokens: int | None
+    latency_s: float | None
+
+
+@dataclass
+class EngineStats:
+    base_model_loads: int = 0
+    adapter_switches: int = 0
+    pass_wall_s: dict[int, float] = field(default_factory=dict)
+
+
+# --- planning ----------------------------------------------------------------------------------
+def adapter_dir(adapters_dir: Path, seed: int, n: int) -> Path:
+    return Path(adapters_dir) / f"seed={seed}" / f"n={n}"
+
+
+def plan_passes(settings: InferSettings, model_key: str, sizes: list[int], seeds: list[int],
+                shots: list[int]) -> list[Pass]:
+    """Passes in run order: the base model's passes first (before any adapter is attached)."""
+    passes: dict[tuple, Pass] = {}
+
+    def add(adapter, shot_key, arm):
+        passes.setdefault((adapter is not None, adapter or (), shot_key or ()), Pass(adapter, shot_key, [])).arms.append(arm)
+
+    for seed in seeds:
+        if "finetune" in settings.arms:
+            for n in sizes:
+                add((seed, n) if n > 0 else None, None, Arm("finetune", model_key, n, seed))
+        if "fewshot-local" in settings.arms:
+            for k in shots:
+                add(None, (seed, k) if k > 0 else None, Arm("fewshot-local", model_key, k, seed))
+    return [passes[key] for key in sorted(passes)]
+
+
+def check_adapters(passes: list[Pass], adapters_dir: Path, probe: modeling.BaseModel) -> None:
+    """Every requested adapter exists and was trained on this base, before anything is generated."""
+    for p in passes:
+        if p.adapter is None:
+            continue
+        where = adapter_dir(adapters_dir, *p.adapter)
+        if not (where / "adapter_config.json").is_file():
+            raise JobError(f"{where}: no adapter for seed={p.adapter[0]}, N={p.adapter[1]} (adapter_config.json missing); "
+                           "run `switchpoint train` for this size and seed, or drop the size with --sizes")
+        modeling.check_base_info(where, probe)
+
+
+# --- prompts and context truncation ------------------------------------------------------------
+def count_tokens(tokenizer: Any, text: str) -> int:
+    # The tokenizer's own special tokens (a BOS for Llama) are part of what the model sees.
+    return len(tokenizer(text)["input_ids"])
+
+
+def fit_prompt(task: dict, entry: dict, example: dict, shots: list[dict], tokenizer: Any,
+               budget: int) -> tuple[str | None, bool]:
+    """(prompt, truncated): the prompt cut from the LEFT of the task's ``truncate_field`` until it fits.
+
+    Only the evaluated example's truncate field is cut, never the instruction, the shots, the other
+    inputs or the answer slot; (None, False) when the prompt does not fit even with that field empty.
+    """
+    prompt = model_prompt(task, entry, example, shots, tokenizer)
+    length = count_tokens(tokenizer, prompt)
+    if length <= budget:
+        return prompt, False
+    name = task["prompt"].get("truncate_field")
+    text = str(example.get(name, "")) if name else ""
+    if not text:
+        return None, False
+    # Offsets map tokens to characters, so the cut falls on a character boundary even where a
+    # byte-level BPE splits one character over two tokens.
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    drop = length - budget
+    while True:
+        start = offsets[drop][0] if drop < len(offsets) else len(text)
+        prompt = model_prompt(task, entry, {**example, name: text[start:]}, shots, tokenizer)
+        length = count_tokens(tokenizer, prompt)
+        if length <= budget:
+            return prompt, True
+        if start >= len(text):
+            return None, False
+        drop += length - budget  # token boundaries can shift at the cut; cut the excess again
+
+
+def build_prompts(p: Pass, task: dict, entry: dict, eval_set: list[dict], data_dir: Path, tokenizer: Any,
+                  budget: int) -> None:
+    shots = read_train_set(data_dir, *p.shots) if p.shots else []
+    for example in eval_set:
+        prompt, truncated = fit_prompt(task, entry, example, shots, tokenizer, budget)
+        if prompt is None:
+            need = count_tokens(tokenizer, model_prompt(task, entry, {**example, task["prompt"].get("truncate_field") or "": ""},
+                                                        shots, tokenizer))
+            why = (f"{len(shots)} shots alone need {need} prompt tokens (example {example['id']!r}, input text removed), "
+                   f"more than the {budget} left of the model's {entry.get('context_length')}-token context")
+            if shots:
+                p.skipped, p.prompts, p.truncated = why, [], 0
+                return
+            raise JobError(f"model {entry['name']}: the zero-shot prompt needs {need} tokens even without its input text, "
+                           f"more than {budget}; raise context_length in models.yaml or lower --max-new-tokens")
+        p.prompts.append(prompt)
+        p.truncated += truncated
+
+
+# --- hf engine ---------------------------------------------------------------------------------
+def length_order(tokenizer: Any, prompts: list[str]) -> list[int]:
+    """Longest prompt first, ties by text: lm-eval's order, so both engines batch alike (and an
+    out-of-memory error shows on the first batch rather than the last)."""
+    lengths = [count_tokens(tokenizer, p) for p in prompts]
+    return sorted(range(len(prompts)), key=lambda i: (-lengths[i], prompts[i]))
+
+
+def stop_criterion(tokenizer: Any, stops: list[str], prompt_len: int, stopped_at: dict[int, int]):
+    """Stop a sequence once its answer (leading whitespace skipped) holds a stop string.
+
+    Hand-written because transformers' ``stop_strings`` stops at a stop string even before the answer
+    starts, which ``prompts.postprocess`` deliberately skips; stopping here never changes a prediction.
+    """
+    import torch
+    from transformers import StoppingCriteria
+
+    class StopAfterAnswer(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tokenizer.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
+            done = [any(s and s in t.lstrip() for s in stops) for t in texts]
+            for i, d in enumerate(done):
+                if d:
+                    stopped_at.setdefault(i, input_ids.shape[1] - prompt_len)
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StopAfterAnswer()
+
+
+def generate_batch(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, stops: list[str]) -> list[Generation]:
+    import torch
+
+    start = time.perf_counter()
+    enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
+    prompt_len = enc["input_ids"].shape[1]
+    stopped_at: dict[int, int] = {}
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                             stopping_criteria=[stop_criterion(tokenizer, stops, prompt_len, stopped_at)])
+    latency = (time.perf_counter() - start) / len(prompts)  # a batch's time, split evenly (documented)
+    new = out[:, prompt_len:].tolist()
+    results = []
+    for i, ids in enumerate(new):
+        used = len(ids)
+        if tokenizer.eos_token_id in ids:
+            used = ids.index(tokenizer.eos_token_id) + 1
+        used = min(used, stopped_at.get(i, used))
+        results.append(Generation(tokenizer.decode(ids, skip_special_tokens=True),
+                                  int(enc["attention_mask"][i].sum()), used, latency))
+    return results
+
+
+def run_hf(base: modeling.BaseModel, passes: list[Pass], adapters_dir: Path, settings: InferSettings,
+           max_new_tokens: int, stops: list[str], stats: EngineStats, progress: Callable) -> dict[int, list[Generation]]:
+    """One base model; adapters attached, switched and dropped in turn with peft's multi-adapter API."""
+    from peft import PeftModel
+
+    tokenizer = base.tokenizer
+    tokenizer.padding_side = "left"
+    base.model.eval()
+    peft_model = None
+    active: str | None = None
+    results: dict[int, list[Generation]] = {}
+    for index, p in enumerate(passes):
+        if p.skipped:
+            continue
+        context = nullcontext()
+        if p.adapter is None:
+            model = peft_model if peft_model is not None else base.model
+            if peft_model is not None:
+                context = peft_model.disable_adapter()
+        else:
+            name = f"seed{p.adapter[0]}_n{p.adapter[1]}"
+            where = str(adapter_dir(adapters_dir, *p.adapter))
+            if peft_model is None:
+                peft_model = PeftModel.from_pretrained(base.model, where, adapter_name=name)
+                peft_model.eval()
+            else:
+                peft_model.load_adapter(where, adapter_name=name)
+                peft_model.set_adapter(name)
+                peft_model.delete_adapter(active)  # keep one adapter in memory at a time
+            active = name
+            stats.adapter_switches += 1
+            model = peft_model
+        start = time.perf_counter()
+        order = length_order(tokenizer, p.prompts)
+        generations: list[Generation | None] = [None] * len(p.prompts)
+        with context, progress(p) as bar:
+            for b in range(0, len(order), settings.batch_size):
+                idx = order[b:b + settings.batch_size]
+                for i, gen in zip(idx, generate_batch(model, tokenizer, [p.prompts[i] for i in idx], max_new_tokens, stops)):
+                    generations[i] = gen
+                bar.update(len(idx))
+        stats.pass_wall_s[index] = time.perf_counter() - start
+        results[index] = generations  # type: ignore[assignment]
+    return results
+
+
+# --- vllm engine (GPU only; not runnable on the CPU machines this was written on) ----------------
+def run_vllm(base_path: str, entry: dict, passes: list[Pass], adapters_dir: Path, settings: InferSettings,
+             max_new_tokens: int, stats: EngineStats, progress: Callable) -> dict[int, list[Generation]]:
+    """One vLLM engine with LoRA enabled; a LoRARequest per adapter, none for the base model.
+
+    No stop strings are given to vLLM: like lm-eval's, they would cut before the answer starts; the
+    answer is cut by ``prompts.postprocess`` afterwards, as for the other engines.
+    """
+    try:
+        import torch
+        from vllm import LLM, SamplingParams
+        from vllm.lora.request import LoRARequest
+    except ImportError as err:
+        raise JobError(f"--engine vllm needs vLLM ({err}); install switchpoint[vllm] on a CUDA machine, or use --engine hf") from err
+    if not torch.cuda.is_available():
+        raise JobError("--engine vllm needs a CUDA GPU and none is visible; use --engine hf on this machine")
+    ranks = [json.loads((adapter_dir(adapters_dir, *p.adapter) / "adapter_config.json").read_text())["r"]
+             for p in passes if p.adapter is not None]
+    llm = LLM(model=base_path, enable_lora=bool(ranks), max_lora_rank=max(ranks, default=8), max_loras=1,
+              max_model_len=entry.get("context_length"), seed=0, trust_remote_code=entry.get("trust_remote_code", False))
+    stats.base_model_loads += 1
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+    results: dict[int, list[Generation]] = {}
+    for index, p in enumerate(passes):
+        if p.skipped:
+            continue
+        lora = None
+        if p.adapter is not None:
+            lora = LoRARequest(f"seed{p.adapter[0]}_n{p.adapter[1]}", index + 1, str(adapter_dir(adapters_dir, *p.adapter)))
+            stats.adapter_switches += 1
+        start = time.perf_counter()
+        with progress(p) as bar:
+            outputs = llm.generate(p.prompts, params, lora_request=lora, use_tqdm=False)
+            bar.update(len(p.prompts))
+        wall = time.perf_counter() - start
+        stats.pass_wall_s[index] = wall
+        results[index] = [Generation(o.outputs[0].text, len(o.prompt_token_ids), len(o.outputs[0].token_ids),
+                                     wall / max(len(p.prompts), 1)) for o in outputs]
+    return results
+
+
+# --- the job -----------------------------------------------------------------------------------
+def peak_memory_bytes(device: str) -> int:
+    """GPU: torch's peak allocation; CPU: the process's peak resident set (Linux reports KiB)."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if platform.system() == "Darwin" else rss * 1024)
+
+
+def load_for_engine(engine: str, entry: dict, data_dir: Path) -> modeling.BaseModel:
+    """The base model (hf, lm-eval: its tokenizer also lays out the prompts); vllm loads its own copy."""
+    if engine == "vllm":
+        if entry["source"] == "tiny":
+            base = modeling.load_base(entry, data_dir, device="cpu")
+            modeling.BASE_MODEL_LOADS -= 1  # a CPU build to save for vLLM, not the model that generates
+            return base
+        from transformers import AutoTokenizer
+
+        where = entry["hub_id"] if entry["source"] == "hub" else entry["path"]
+        tokenizer = AutoTokenizer.from_pretrained(where, revision=entry.get("revision"),
+                                                  trust_remote_code=entry.get("trust_remote_code", False))
+        return modeling.BaseModel(None, tokenizer, entry, modeling.fingerprint(entry, data_dir), "cuda", "auto")
+    return modeling.load_base(entry, data_dir, load_in_4bit=entry.get("load_in_4bit", False),
+                              load_in_8bit=entry.get("load_in_8bit", False))
+
+
+def base_weights_path(base: modeling.BaseModel, workdir: Path) -> str:
+    """A folder or Hub id that lm-eval / vLLM can load the same base from (tiny models are saved)."""
+    entry = base.entry
+    if entry["source"] == "tiny":
+        from .tiny import save_tiny
+
+        return str(save_tiny(base.model, base.tokenizer, workdir / "base"))
+    if entry["source"] == "local":
+        return str(entry["path"])
+    try:  # the weights load_base just cached, as a folder, so an offline run finds them
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(entry["hub_id"], revision=entry.get("revision"), local_files_only=True)
+    except Exception:  # noqa: BLE001 - any cache layout problem: fall back to the Hub id
+        return entry["hub_id"]
+
+
+def infer(settings: InferSettings, data_dir: Path, adapters_dir: Path, out_dir: Path,
+          model_entry: dict | None = None) -> dict:
+    """Generate every requested arm and write one predictions file per arm plus infer_metrics.json."""
+    import tempfile
+
+    from tqdm import tqdm
+
+    job_start = time.perf_counter()
+    data_dir, adapters_dir, out_dir = Path(data_dir), Path(adapters_dir), Path(out_dir)
+    task = load_task_from_data(data_dir)
+    info = data_info(data_dir)
+    entry = model_entry or manifests.get_model(settings.model)
+    entry = {**entry, "name": entry.get("name", settings.model)}
+    if settings.engine not in ENGINES:
+        raise JobError(f"--engine {settings.engine!r}: expected one of {', '.join(ENGINES)}")
+    bad = [a for a in settings.arms if a not in ARM_CHOICES]
+    if bad or not settings.arms:
+        raise JobError(f"--arms {','.join(settings.arms)!r}: expected a comma-separated subset of {', '.join(ARM_CHOICES)}")
+    if settings.batch_size < 1:
+        raise JobError(f"--batch-size {settings.batch_size}: must be at least 1")
+    sizes = sorted(set(settings.sizes if settings.sizes is not None else info["sizes"]))
+    seeds = sorted(set(settings.seeds if settings.seeds is not None else info["seeds"]))
+    shots = sorted(set(settings.shots if settings.shots is not None else sizes))
+    for name, values, prepared in (("--sizes", sizes, info["sizes"]), ("--shots", shots, info["sizes"]),
+                                   ("--seeds", seeds, info["seeds"])):
+        missing = [v for v in values if v not in prepared and not (name != "--seeds" and v == 0)]
+        if missing:
+            raise JobError(f"{name} {missing}: the data folder {data_dir} was prepared for {prepared}; "
+                           "use those values or rerun `switchpoint data`")
+    max_new_tokens = settings.max_new_tokens or task["generation"]["max_new_tokens"]
+    stops = list(task["generation"].get("stop", []))
+    eval_set = read_eval_set(data_dir)
+
+    passes = plan_passes(settings, settings.model, sizes, seeds, shots)
+    # Adapters are checked against the base's fingerprint before the (possibly long) base load.
+    check_adapters(passes, adapters_dir, modeling.BaseModel(None, None, entry, modeling.fingerprint(entry, data_dir), "", ""))
+
+    loads_before = modeling.BASE_MODEL_LOADS
+    base = load_for_engine(settings.engine, entry, data_dir)
+    budget = int(entry.get("context_length", 4096)) - max_new_tokens
+    for p in passes:
+        build_prompts(p, task, entry, eval_set, data_dir, base.tokenizer, budget)
+
+    def progress(p: Pass):
+        return tqdm(total=len(p.prompts), desc=f"{entry['name']}: {p.label}", unit="ex", leave=False)
+
+    stats = EngineStats()
+    with tempfile.TemporaryDirectory(prefix="switchpoint-infer-") as tmp:
+        if settings.engine == "hf":
+            results = run_hf(base, passes, adapters_dir, settings, max_new_tokens, stops, stats, progress)
+        elif settings.engine == "vllm":
+            results = run_vllm(base_weights_path(base, Path(tmp)), entry, passes, adapters_dir, settings,
+                               max_new_tokens, stats, progress)
+        else:
+            from .lm_eval_engine import run_lm_eval
+
+            results = run_lm_eval(base_weights_path(base, Path(tmp)), entry, task, passes, eval_set, adapters_dir,
+                                  settings, max_new_tokens, stats, progress, Path(tmp), base.tokenizer)
+    stats.base_model_loads += modeling.BASE_MODEL_LOADS - loads_before
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arm_rows = []
+    for index, p in enumerate(passes):
+        gens = results.get(index, [])
+        for arm in p.arms:
+            row = {"arm": arm.to_dict(), "file": None if p.skipped else arm.filename, "examples": len(gens),
+                   "wall_s": round(stats.pass_wall_s.get(index, 0.0), 3),
+                   "input_tokens": sum(g.input_tokens or 0 for g in gens),
+                   "output_tokens": sum(g.output_tokens or 0 for g in gens),
+                   "truncated": p.truncated, "skipped": p.skipped, "shared_pass": len(p.arms) > 1}
+            arm_rows.append(row)
+            if p.skipped:
+                continue
+            records = (prediction_record(arm, ex["id"], postprocess(task, g.text), ex["references"],
+                                         input_tokens=g.input_tokens, output_tokens=g.output_tokens, latency_s=g.latency_s)
+                       for ex, g in zip(eval_set, gens))
+            write_predictions(out_dir / arm.filename, records)
+
+    wall = time.perf_counter() - job_start
+    generated = [g for gens in results.values() for g in gens]
+    out_tokens = sum(g.output_tokens or 0 for g in generated)
+    metrics = {
+        "model": settings.model, "task": task["name"], "engine": settings.engine, "device": base.device,
+        "dtype": base.dtype, "batch_size": settings.batch_size, "max_new_tokens": max_new_tokens,
+        "wall_s": round(wall, 3), "examples": len(generated),
+        "examples_per_s": round(len(generated) / wall, 3) if wall > 0 else None,
+        "generated_tokens": out_tokens, "generated_tokens_per_s": round(out_tokens / wall, 3) if wall > 0 else None,
+        "base_model_loads": stats.base_model_loads, "adapter_switches": stats.adapter_switches,
+        "peak_memory_bytes": peak_memory_bytes(base.device),
+        "truncated_prompts": sum(p.truncated for p in passes if not p.skipped),
+        "passes": len([p for p in passes if not p.skipped]), "arms": arm_rows,
+    }
+    (out_dir / "infer_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+@click.command("infer-local", context_settings={"show_default": True})
+@click.option("--model", required=True, help="Model key in models.yaml (e.g. tiny-gpt-neox, qwen2.5-1.5b-instruct).")
+@click.option("--data", "data_dir", default=None, type=click.Path(file_okay=False),
+              help="Data folder from `switchpoint data` [default: <ml-root>/processing/input/data].")
+@click.option("--adapters", "adapters_dir", default=None, type=click.Path(file_okay=False),
+              help="Adapters from `switchpoint train`, as seed=S/n=N/ [default: <ml-root>/processing/input/adapters].")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Where predictions and infer_metrics.json go [default: <ml-root>/processing/output].")
+@click.option("--sizes", default=None, help="Comma-separated N for the finetune arm (0 = base model) [default: data.json's sizes].")
+@click.option("--seeds", default=None, help="Comma-separated seeds [default: data.json's seeds].")
+@click.option("--arms", default="finetune", help="Comma-separated arms: finetune, fewshot-local.")
+@click.option("--shots", default=None, help="Comma-separated shot counts k for fewshot-local [default: the sizes].")
+@click.option("--engine", type=click.Choice(ENGINES), default="hf",
+              help="hf: transformers+peft; vllm: GPU, LoRA requests; lm-eval: lm-evaluation-harness per pass.")
+@click.option("--batch-size", type=int, default=8, help="Prompts per generation batch (hf, lm-eval).")
+@click.option("--max-new-tokens", type=int, default=None, help="Override the task's generation.max_new_tokens.")
+@click.option("--ml-root", default=None, help="Root of the /opt/ml job layout (default $SWITCHPOINT_ML_ROOT or /opt/ml).")
+def command(model, data_dir, adapters_dir, out_dir, sizes, seeds, arms, shots, engine, batch_size, max_new_tokens, ml_root):
+    """Generate predictions with the base model and every LoRA adapter of one model, loading the base once.
+
+    \b
+    Inputs : --data (task.json, eval.jsonl, train/seed=S/n=N.jsonl) and --adapters
+             (seed=S/n=N/ with peft adapter files and base.json, from `switchpoint train`).
+    Outputs: one predictions JSONL per arm (finetune__<model>__n=N__seed=S.jsonl,
+             fewshot-local__<model>__n=K__seed=S.jsonl) and infer_metrics.json
+             (examples/s, generated tokens/s, base-model loads, adapter switches, peak memory,
+             truncated prompts, per-arm figures).
+    Arms   : finetune = the base model for N=0 (zero-shot; its generation is shared by every seed)
+             and adapter seed=S/n=N for N>0; fewshot-local = the base model with the seed's first k
+             training examples as earlier turns of the prompt.
+    Prompts longer than the model's context minus --max-new-tokens are cut from the left of the
+    task's truncate_field (the input text) and counted. Adapters are checked (present, same base)
+    before anything is generated. Greedy decoding; batches sorted by prompt length.
+    """
+    paths = job_paths(ml_root)
+
+    def body() -> None:
+        raw = {"model": model, "sizes": sizes, "seeds": seeds, "arms": arms, "shots": shots, "engine": engine,
+               "batch_size": batch_size, "max_new_tokens": max_new_tokens}
+        settings = typed_settings(InferSettings, {k: v for k, v in raw.items() if v is not None}, source="command line")
+        out = Path(out_dir) if out_dir else paths.processing_output
+        metrics = infer(settings, Path(data_dir) if data_dir else paths.processing_input("data"),
+                        Path(adapters_dir) if adapters_dir else paths.processing_input("adapters"), out)
+        skipped = [r for r in metrics["arms"] if r["skipped"]]
+        click.echo(f"infer-local: {metrics['model']} ({metrics['engine']}, {metrics['device']}): "
+                   f"{len(metrics['arms']) - len(skipped)} arms, {metrics['examples']} generations, "
+                   f"{metrics['examples_per_s']} ex/s, {metrics['truncated_prompts']} truncated, "
+                   f"{len(skipped)} skipped -> {out}")
+
+    run_job(paths, body, name="infer-local")

@@ -1,0 +1,111 @@
+"""End-to-end smoke sweeps: every step, resumable through the store, on a folder and on S3."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bedrock_fake import bedrock_fake  # noqa: F401 - a fixture
+from switchpoint import manifests
+from switchpoint.orchestrate import run_sweep
+from switchpoint.store import open_store
+
+SMOKE_WITH_API = """
+name: smokeapi
+tasks: [jsquad]
+data: {source: bundled, eval_size: 12}
+sizes: [0, 2, 4]
+seeds: [0]
+models: [tiny-gpt-neox]
+api_models: [claude-haiku-4.5]
+fewshot_local: {enabled: true, shots: [0, 2]}
+fewshot_api: {shots: [0, 2], mode: auto}
+train: {epochs: 3, batch_size: 2, learning_rate: 0.01, min_steps: 12, lora_r: 8, lora_alpha: 16, lora_dropout: 0.0,
+        cutoff_len: 1536, instance_type: local}
+infer: {engine: hf, batch_size: 8, instance_type: local}
+score: {bootstrap: 1000, instance_type: local}
+"""
+
+
+def _sweep(tmp_path: Path) -> dict:
+    path = tmp_path / "smokeapi.yaml"
+    path.write_text(SMOKE_WITH_API, encoding="utf-8")
+    return manifests.load_sweep(path)
+
+
+def _no_aws_credentials(monkeypatch, tmp_path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def _predictions(folder: Path) -> dict[str, list[dict]]:
+    """Predictions without the timing field, which differs between runs by nature."""
+    out = {}
+    for path in sorted(folder.rglob("*.jsonl")):
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        out[path.relative_to(folder).as_posix()] = [{k: v for k, v in r.items() if k != "latency_s"} for r in rows]
+    return out
+
+
+def test_smoke_sweep_killed_after_train_resumes_with_identical_results(tmp_path, monkeypatch):
+    _no_aws_credentials(monkeypatch, tmp_path)
+    sweep, task = _sweep(tmp_path), manifests.load_task("jsquad")
+
+    # An uninterrupted sweep.
+    straight = tmp_path / "straight"
+    run_sweep(sweep, task, open_store(straight))
+    a = straight / "smokeapi" / "jsquad"
+    for name in ("results.csv", "transitions.csv", "report.md", "report.html"):
+        assert (a / "report" / name).exists(), name
+    assert (a / "report" / "_SUCCESS").exists()
+    # Without AWS credentials the API arm is skipped with a notice, not an error.
+    assert "no AWS credentials" in (a / "report" / "report.md").read_text(encoding="utf-8")
+
+    # The same sweep, killed right after train (infer had started and left a partial file).
+    resumed = tmp_path / "resumed"
+    store = open_store(resumed)
+    run_sweep(sweep, task, store, job="data")
+    run_sweep(sweep, task, store, job="train")
+    b = resumed / "smokeapi" / "jsquad"
+    partial = b / "predictions" / "local" / "tiny-gpt-neox" / "finetune__tiny-gpt-neox__n=0__seed=0.jsonl"
+    partial.parent.mkdir(parents=True)
+    partial.write_text('{"id": "half a line', encoding="utf-8")
+    adapters = sorted((b / "train" / "tiny-gpt-neox").rglob("*"))
+    stamps = {p: p.stat().st_mtime_ns for p in adapters if p.is_file()}
+    train_record = (b / "runs" / "train-tiny-gpt-neox.json").read_text()
+
+    records = run_sweep(sweep, task, store)
+    assert [r["step"] for r in records] == ["infer-local-tiny-gpt-neox", "infer-bedrock-claude-haiku-4.5", "score", "report"]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # train was not redone
+    assert (b / "runs" / "train-tiny-gpt-neox.json").read_text() == train_record
+    assert _predictions(b / "predictions") == _predictions(a / "predictions")
+    assert (b / "scores" / "summary.csv").read_text() == (a / "scores" / "summary.csv").read_text()
+    assert (b / "report" / "transitions.csv").read_text() == (a / "report" / "transitions.csv").read_text()
+
+    # Started again once everything is complete, it does nothing.
+    assert run_sweep(sweep, task, store) == []
+
+
+def test_smoke_sweep_through_s3_with_the_bedrock_fake(tmp_path, s3_bucket, bedrock_fake):
+    sweep, task = _sweep(tmp_path), manifests.load_task("jsquad")
+    store = open_store(f"s3://{s3_bucket}/team")
+    run_sweep(sweep, task, store)
+    run = store.child("smokeapi", "jsquad")
+    for prefix in ("data", "train/tiny-gpt-neox", "predictions/local/tiny-gpt-neox",
+                   "predictions/bedrock/claude-haiku-4.5", "scores", "report"):
+        assert run.child(prefix).is_complete(), prefix
+    metrics = run.read_json("predictions/bedrock/claude-haiku-4.5/bedrock_metrics.json")
+    assert metrics["records_ok"] == 12 * 2 and metrics["usd"] > 0
+    assert bedrock_fake.submissions == 0  # 12 records per arm: below the batch minimum, so on-demand
+    summary = run.read_text("scores/summary.csv")
+    assert "fewshot-api,claude-haiku-4.5,2,0" in summary
+    transitions = run.read_text("report/transitions.csv")
+    assert "claude-haiku-4.5" in transitions
+    html = run.read_text("report/report.html")
+    assert "data:image/png;base64," in html
+    assert not (tmp_path / "runs").exists()  # every hand-over went through S3
