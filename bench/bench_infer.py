@@ -166,6 +166,7 @@ def bench_gpu(config_name: str, eval_size: int, batch_size: int) -> dict:
         config = AutoConfig.for_model(family, **shape, bos_token_id=0, eos_token_id=0, pad_token_id=1)
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        params_b = round(sum(p.numel() for p in model.parameters()) / 1e9, 3)
         model.save_pretrained(base_dir)
         tokenizer.save_pretrained(base_dir)
         entry = {"name": f"bench-{config_name}", "source": "local", "path": str(base_dir), "family": family,
@@ -175,7 +176,7 @@ def bench_gpu(config_name: str, eval_size: int, batch_size: int) -> dict:
         del base, model
         torch.cuda.empty_cache()
         figures: dict = {"gpu": torch.cuda.get_device_name(0), "config": config_name,
-                         "params_b": round(sum(v for v in [0]) or 0, 3), "eval_examples": eval_size,
+                         "params_b": params_b, "eval_examples": eval_size,
                          "adapters": len(sizes), "batch_size": batch_size}
         outputs = {}
         for engine in ("hf", "vllm"):
@@ -189,7 +190,6 @@ def bench_gpu(config_name: str, eval_size: int, batch_size: int) -> dict:
         same = sum(outputs["hf"][k] == outputs["vllm"].get(k) for k in outputs["hf"])
         figures["agreement_rate"] = round(same / len(outputs["hf"]), 4)
         figures["vllm_speedup"] = round(figures["vllm"]["examples_per_s"] / figures["hf"]["examples_per_s"], 2)
-        figures["params_b"] = round(sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters()) / 1e9, 3)
     return figures
 
 

@@ -255,30 +255,33 @@ def collect(run_dir: Path, prices: dict, api_models: dict, sweep: dict | None) -
 
 
 def _collect_train(run_dir: Path, runs: dict, prices: dict, instance_type: str | None, spot: bool, out: RunCosts) -> None:
-    root = run_dir / "adapters"
-    models = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    # The train step's store prefix is train/<model>/, holding the job's /opt/ml/checkpoints (see DESIGN.md).
+    root = run_dir / "train"
+    models = sorted(p.name for p in root.iterdir() if (p / "checkpoints" / "adapters").is_dir()) if root.is_dir() else []
     if not models:
-        out.notes.append("no adapters/*/: training seconds and dollars unknown")
+        out.notes.append("no train/*/checkpoints/adapters/: training seconds and dollars unknown")
     for model in models:
+        adapters = root / model / "checkpoints" / "adapters"
+        rel = f"train/{model}/checkpoints/adapters"
         metrics = {}
-        for path in sorted((root / model).glob("seed=*/n=*/train_metrics.json")):
+        for path in sorted(adapters.glob("seed=*/n=*/train_metrics.json")):
             value = _read_json(path)
             seed, n = int(path.parent.parent.name[5:]), int(path.parent.name[2:])
             metrics[(model, seed, n)] = value
-        summary_path = root / model / "train_summary.json"
+        summary_path = adapters / "train_summary.json"
         summary = _read_json(summary_path) if summary_path.exists() else {}
         for entry in summary.get("adapters", []):
             if entry.get("skipped"):
                 out.skipped.append({"arm": f"finetune {model} n={entry.get('n')} seed={entry.get('seed')}",
-                                    "reason": str(entry["skipped"]), "source": f"adapters/{model}/train_summary.json"})
+                                    "reason": str(entry["skipped"]), "source": f"{rel}/train_summary.json"})
         if not metrics:
-            out.notes.append(f"adapters/{model}/: no train_metrics.json, training dollars unknown")
+            out.notes.append(f"{rel}/: no train_metrics.json, training dollars unknown")
             continue
         job_wall = summary.get("wall_s")
         if job_wall is None:
             job_wall = sum(float(m.get("wall_s") or 0) for m in metrics.values())
         job = _job_time(find_run(runs, "train", model), instance_type, spot, job_wall,
-                        f"adapters/{model}/train_summary.json" if summary else f"adapters/{model}/*/train_metrics.json")
+                        f"{rel}/train_summary.json" if summary else f"{rel}/*/train_metrics.json")
         total_od, total_spot, basis = job_usd(job, prices)
         weights = {k: float(m.get("wall_s") or 0) for k, m in metrics.items()}
         od, sp = split(total_od, weights), split(total_spot, weights)

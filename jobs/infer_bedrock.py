@@ -23,6 +23,8 @@ twice; identical requests in different arms (N=0 for every seed) are sent once. 
 Failed, Stopped or Expired fails this run (metrics still written) and its unanswered records are
 resubmitted by the next run.
 
+Records that still fail after retries get ``prediction: ""`` and a one-line ``error`` (scored 0). An
+answer cut at ``max_tokens`` is kept as it is (``error`` null) and counted in ``truncated_outputs``.
 Logs carry counts, states and ids only: no credentials and no prompt text.
 """
 
@@ -279,10 +281,11 @@ def run_on_demand(ctx: Context, todo: dict[str, Request], what: str) -> dict[str
 
 
 # --- batch --------------------------------------------------------------------------------------
-def _job_name(ctx: Context, key: str) -> str:
-    raw = f"sp-{ctx.task['name']}-{ctx.api_model['name']}-{key[:10]}-{len(ctx.jobs)}"
-    name = re.sub(r"[^a-zA-Z0-9+.-]", "-", raw).strip("-")
-    return name[-63:].lstrip("-+.") if len(name) > 63 else name  # keep the unique tail; must start alphanumeric
+def job_name(task: str, api_model: str, key: str, index: int) -> str:
+    """At most 63 characters of [a-zA-Z0-9+.-], starting alphanumeric; the key keeps it unique."""
+    tail = f"-{key[:10]}-{index}"
+    head = re.sub(r"[^a-zA-Z0-9+.-]", "-", f"sp-{task[:20]}-{api_model}")[: 63 - len(tail)]
+    return head + tail
 
 
 def submit_batch(ctx: Context, todo: dict[str, Request]) -> None:
@@ -298,7 +301,7 @@ def submit_batch(ctx: Context, todo: dict[str, Request]) -> None:
         key = hashlib.sha256(b"".join(chunk) + f"|{ctx.model_id}|{len(ctx.jobs)}".encode()).hexdigest()
         folder = ctx.work.child(key[:16])
         folder.write_bytes("input.jsonl", b"".join(chunk))
-        name = _job_name(ctx, key)
+        name = job_name(ctx.task["name"], ctx.api_model["name"], key, len(ctx.jobs))
         response = _aws(f"submitting batch job {name}", ctx.bedrock.create_model_invocation_job,
                         jobName=name, roleArn=ctx.settings.role_arn, modelId=ctx.model_id,
                         clientRequestToken=key[:64], timeoutDurationInHours=ctx.settings.job_timeout_hours,

@@ -771,7 +771,7 @@ def write_report(run_dir: Path, out_dir: Path, settings: ReportSettings, sweep: 
 
 @click.command("report", context_settings={"show_default": True})
 @click.option("--run", "run", default=None,
-              help="The run: a folder or store URI holding STORE/<sweep>/<task>/ (scores/, predictions/, adapters/, runs/). "
+              help="The run: a folder or store URI holding STORE/<sweep>/<task>/ (scores/, predictions/, train/, runs/). "
                    "Default: <ml-root>/processing/input/run.")
 @click.option("--store", default=None, help="Store (folder or s3://bucket/prefix); with --sweep and --task reads "
               "STORE/<sweep>/<task>/ and publishes the report to its report/ (with _SUCCESS).")
@@ -788,7 +788,7 @@ def command(run, store, task, sweep, out_dir, reference, amortize_months, resamp
 
     \b
     Inputs : the run folder STORE/<sweep>/<task>/: scores/scores.jsonl (required, from `switchpoint
-             score`), and where present adapters/*/train_metrics.json, predictions/local/*/infer_metrics.json,
+             score`), and where present train/*/checkpoints/adapters/**/train_metrics.json, predictions/local/*/infer_metrics.json,
              predictions/bedrock/*/bedrock_metrics.json, runs/*.json; prices from manifests/prices.yaml
              and api_models.yaml; instance types from the sweep.
     Outputs: results.csv, transitions.csv, plots/*.png, report.md, report.html (self-contained).

@@ -95,9 +95,9 @@ def test_find_run_matches_job_and_model_names():
 def test_collect_prices_a_run_folder_by_hand(tmp_path):
     run = tmp_path / "run"
     for n, wall in ((2, 100.0), (4, 300.0)):
-        _write(run / f"adapters/m/seed=0/n={n}/train_metrics.json",
+        _write(run / f"train/m/checkpoints/adapters/seed=0/n={n}/train_metrics.json",
                {"model": "m", "n": n, "seed": 0, "wall_s": wall, "gpu_seconds": wall * 0.9, "trained_tokens": 10})
-    _write(run / "adapters/m/train_summary.json",
+    _write(run / "train/m/checkpoints/adapters/train_summary.json",
            {"model": "m", "base_model_loads": 1, "wall_s": 450.0, "device": "cuda",
             "adapters": [{"seed": 0, "n": 2, "skipped": None}, {"seed": 0, "n": 4, "skipped": None},
                          {"seed": 0, "n": 8, "skipped": "out of memory"}]})

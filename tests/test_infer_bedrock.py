@@ -353,6 +353,28 @@ def test_batches_are_also_split_to_keep_each_input_file_under_the_byte_limit():
         split_batches([1000], max_bytes=900)
 
 
+def test_job_names_fit_bedrocks_pattern_even_for_long_names():
+    name = ib.job_name("a-very-long-user-task-name" * 3, "claude-sonnet-4.5_custom/profile" * 3, "f" * 64, 12)
+    assert len(name) <= 63 and re.fullmatch(r"[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9+\-.]){0,63}", name)
+    assert name.endswith("-ffffffffff-12")
+
+
+def test_the_iam_example_passes_the_role_only_to_bedrock_and_scopes_s3_to_the_prefix():
+    policy = json.loads((manifests.manifest_dir() / "iam" / "infer-bedrock-policy.json").read_text())
+    statements = policy["Statement"]
+    actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert not any(a.endswith("*") for a in actions) and "s3:DeleteObject" not in actions
+    (pass_role,) = [s for s in statements if s["Action"] == "iam:PassRole"]
+    assert pass_role["Condition"]["StringEquals"]["iam:PassedToService"] == "bedrock.amazonaws.com"
+    for statement in statements:
+        if any(str(a).startswith("s3:") for a in ([statement["Action"]] if isinstance(statement["Action"], str)
+                                                   else statement["Action"])):
+            scoped = statement["Resource"] == "arn:aws:s3:::BUCKET/PREFIX/*" or \
+                statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix") == ["PREFIX/*"]
+            assert scoped, statement["Sid"]
+    assert {"bedrock:CreateModelInvocationJob", "bedrock:GetModelInvocationJob", "bedrock:InvokeModel"} <= actions
+
+
 # --- credentials and the CLI --------------------------------------------------------------------
 def _no_credentials(monkeypatch, tmp_path):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",

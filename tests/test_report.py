@@ -172,9 +172,9 @@ def _full_run(tmp_path: Path) -> Path:
         (run / rel).write_text(json.dumps(value), encoding="utf-8")
 
     for n, wall in ((2, 100.0), (4, 200.0), (8, 300.0)):
-        write(f"adapters/m/seed=0/n={n}/train_metrics.json", {"model": "m", "n": n, "seed": 0, "wall_s": wall,
+        write(f"train/m/checkpoints/adapters/seed=0/n={n}/train_metrics.json", {"model": "m", "n": n, "seed": 0, "wall_s": wall,
                                                               "gpu_seconds": wall, "trained_tokens": 100 * n})
-    write("adapters/m/train_summary.json", {"model": "m", "wall_s": 720.0, "adapters": []})
+    write("train/m/checkpoints/adapters/train_summary.json", {"model": "m", "wall_s": 720.0, "adapters": []})
     write("runs/train-m.json", {"step": "train-m", "instance_type": "ml.g5.2xlarge", "wall_s": 720.0,
                                 "billable_s": 720.0, "spot": False, "status": "Completed"})
     local = [ft(0), ft(2), ft(4), ft(8), Arm("fewshot-local", "m", 0, 0)]
