@@ -37,7 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import click
 
@@ -116,6 +116,7 @@ class Context:
     jobs: list[dict] = field(default_factory=list)
     cached: dict[str, Answer] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    hash_of: dict[str, str] = field(default_factory=dict)  # record id -> request hash, computed once
 
 
 def log(message: str) -> None:
@@ -388,7 +389,8 @@ def parse_batch_line(row: dict) -> Answer:
 def run_batch_phase(ctx: Context, needed: dict[str, Request], on_demand: dict[str, Request]) -> tuple[dict[str, Answer], list[dict]]:
     """Submit what is not covered, run on-demand arms while the jobs run, poll, read, retry errors."""
     answers: dict[str, Answer] = {}
-    relevant = [j for j in ctx.jobs if set(j["record_hashes"].values()) & set(needed)]
+    needed_set = set(needed)
+    relevant = [j for j in ctx.jobs if not needed_set.isdisjoint(j["record_hashes"].values())]
     # Records already answered by a job that later failed/expired/stopped were paid: keep them.
     for job in relevant:
         if job["status"] in BAD_FINAL:
@@ -404,7 +406,7 @@ def run_batch_phase(ctx: Context, needed: dict[str, Request], on_demand: dict[st
     polled_before = {j["job_arn"] for j in relevant if j["status"] in FINAL}
     if todo:
         submit_batch(ctx, todo)
-    relevant = [j for j in ctx.jobs if set(j["record_hashes"].values()) & set(needed)]
+    relevant = [j for j in ctx.jobs if not needed_set.isdisjoint(j["record_hashes"].values())]
 
     answers.update(run_on_demand(ctx, on_demand, "on-demand arms"))  # runs while the batch jobs wait
 
@@ -414,6 +416,10 @@ def run_batch_phase(ctx: Context, needed: dict[str, Request], on_demand: dict[st
         if job["status"] in GOOD_FINAL:
             got, manifest = read_job_outputs(ctx, job)
             manifests_by_job[job["job_arn"]] = manifest
+            if not got:  # retrying a whole job on-demand would double its price: stop and say so
+                ctx.problems.append(f"batch job {job['job_name']} is {job['status']} but no output lines were found "
+                                    f"under {job['output_uri']}; check the bucket (and the service role's s3:PutObject)")
+                continue
             for h in job["record_hashes"].values():
                 if h in needed and not (h in answers and answers[h].ok):
                     answers[h] = got.get(h) or Answer(error="batch: no output line for this record", mode="batch")
@@ -469,8 +475,9 @@ def infer_bedrock(settings: Settings, data_dir: Path, out_dir: Path) -> dict[str
             plan.skipped = NO_CREDENTIALS
         return write_metrics(ctx, plans, {}, [], out_dir, started)
 
-    batch_needed = {request_hash(model_id, r, max_tokens): r for p in live if p.mode == "batch" for r in p.requests}
-    on_demand = {request_hash(model_id, r, max_tokens): r for p in live if p.mode == "on-demand" for r in p.requests}
+    ctx.hash_of = {r.record_id: request_hash(model_id, r, max_tokens) for p in live for r in p.requests}
+    batch_needed = {ctx.hash_of[r.record_id]: r for p in live if p.mode == "batch" for r in p.requests}
+    on_demand = {ctx.hash_of[r.record_id]: r for p in live if p.mode == "on-demand" for r in p.requests}
     on_demand = {h: r for h, r in on_demand.items() if h not in batch_needed}  # one request, one price
     if batch_needed:
         if settings.mode == "batch" and len(batch_needed) < settings.batch_min_records:
@@ -545,7 +552,7 @@ def write_metrics(ctx: Context, plans: Sequence[ArmPlan], answers: dict[str, Ans
         arms.append(row)
         if plan.skipped:
             continue
-        hashes = [request_hash(model_id, r, max_tokens) for r in plan.requests]
+        hashes = [ctx.hash_of[r.record_id] for r in plan.requests]
         if any(h not in answers for h in hashes):
             row["skipped"] = "incomplete: its batch job did not finish; re-run to resubmit the missing records"
             continue
@@ -568,7 +575,7 @@ def write_metrics(ctx: Context, plans: Sequence[ArmPlan], answers: dict[str, Ans
         row["file"] = plan.arm.filename
         row["usd"] = round(row["usd"], 6)
 
-    used = {request_hash(model_id, r, max_tokens) for p in plans if not p.skipped for r in p.requests}
+    used = {ctx.hash_of[r.record_id] for p in plans if not p.skipped for r in p.requests}
     paid = [answers[h] for h in used if h in answers]
     metrics = {
         "api_model": api["name"], "model_id": model_id, "region": ctx.region, "task": ctx.task["name"],

@@ -189,6 +189,8 @@ def train_adapter(accelerator: Any, base: modeling.BaseModel, task: dict, exampl
     peft_model = get_peft_model(base.model, config)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in peft_model.parameters() if not p.requires_grad)
+    if not getattr(base.model.config, "tie_word_embeddings", False):
+        frozen -= base.model.get_input_embeddings().weight.numel()  # a lookup, not a matmul: no model FLOPs
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=hyper.learning_rate,
                                   weight_decay=0.0)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, steps)
@@ -334,7 +336,8 @@ def train(settings: TrainSettings, paths: JobPaths) -> dict[str, Any]:
     fsdp = accelerator.distributed_type == DistributedType.FSDP
     try:
         # Under FSDP the model may not fit one GPU: load it on the CPU and let prepare() shard it.
-        device = "cpu" if fsdp else (str(accelerator.device) if probe_device == "cuda" else None)
+        # Otherwise "cuda" is this process's GPU: accelerate has called torch.cuda.set_device(local rank).
+        device = "cpu" if fsdp else None
         base = modeling.load_base(entry, data_dir, load_in_4bit=hyper.load_in_4bit, load_in_8bit=hyper.load_in_8bit,
                                   device=device)
     except torch.cuda.OutOfMemoryError as err:
@@ -418,7 +421,7 @@ def command(sagemaker_mode, ml_root, **options):
 
     \b
     Inputs : channel `data` (<ml-root>/input/data/data, the output of `switchpoint data`);
-             settings from <ml-root>/input/config/hyperparameters.json (every option above is also
+             settings from <ml-root>/input/config/hyperparameters.json (every option below is also
              a hyperparameter key, e.g. "batch-size": "4"); options given here override it.
     Outputs: <ml-root>/checkpoints/adapters/seed=S/n=N/ (peft adapter, base.json, train_metrics.json)
              and train_summary.json there and in <ml-root>/model/.
@@ -433,6 +436,8 @@ def command(sagemaker_mode, ml_root, **options):
     def body() -> None:
         settings = settings_from(TrainSettings, paths, options)
         summary = train(settings, paths)
+        if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch/torchrun: one line, from rank 0
+            return
         done = sum(not a["skipped"] for a in summary["adapters"])
         click.echo(f"train: {summary['model']}: {done} adapter(s) trained, {len(summary['adapters']) - done} already "
                    f"complete, {summary['wall_s']:.1f} s on {summary['device']} -> {paths.checkpoints / 'adapters'}")

@@ -123,13 +123,15 @@ class BedrockFake:
     def configure(self, *, answer: AnswerFn | None = None, final_status: str | None = None, final_message: str = "",
                   progress: tuple[str, ...] = PROGRESS, record_error: RecordErrorFn | None = None,
                   shuffle_outputs: bool = True, min_records: int = 100, throttle_first: int = 0,
-                  runtime_error: RuntimeErrorFn | None = None, stopped_writes_partial: bool = True) -> None:
+                  runtime_error: RuntimeErrorFn | None = None, stopped_writes_partial: bool = True,
+                  write_outputs: bool = True) -> None:
         """Set how the fake behaves from now on (jobs already created keep their state list).
 
         final_status: None -> Completed, or PartiallyCompleted when some record errs; or Failed,
         Expired, Stopped. record_error(recordId, modelInput) -> (errorCode, message) makes that batch
         record fail. throttle_first: answer that many runtime calls with 429 ThrottlingException.
         runtime_error(system, messages) -> (status, code, message) fails a runtime call.
+        write_outputs=False: a finished job leaves nothing in S3 (a misconfigured role, say).
         """
         self.answer = answer or default_answer
         self.final_status = final_status
@@ -141,6 +143,7 @@ class BedrockFake:
         self.throttle_left = throttle_first
         self.runtime_error = runtime_error
         self.stopped_writes_partial = stopped_writes_partial
+        self.write_outputs = write_outputs
 
     @property
     def submissions(self) -> int:
@@ -283,7 +286,7 @@ class BedrockFake:
 
     def _write_outputs(self, job: FakeJob) -> None:
         job.outputs_written = True
-        if job.status in ("Failed", "Expired"):
+        if job.status in ("Failed", "Expired") or not self.write_outputs:
             return
         records = list(job.records)
         if job.status == "Stopped":

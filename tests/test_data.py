@@ -170,3 +170,20 @@ def test_data_writes_the_store_layout_with_success_marker(tmp_path):
     assert "eval.jsonl" in success["files"] and "train/seed=0/n=8.jsonl" in success["files"]
     info = json.loads((folder / "data.json").read_text())
     assert info["sizes"] == [0, 2, 4, 8] and info["eval_count"] == 16
+
+
+def test_sources_can_live_in_the_store(tmp_path, s3_bucket):
+    """A task's data may come from the store (here moto's S3), not just files and URLs."""
+    from switchpoint.store import open_store
+
+    store = open_store(f"s3://{s3_bucket}/datasets")
+    rows = [json.dumps({"qid": f"t{i}", "q": f"物{i}の色は？", "a": "赤"}, ensure_ascii=False) for i in range(5)]
+    store.write_text("colors/train.jsonl", "\n".join(rows) + "\n")
+    store.write_text("colors/eval.jsonl", '{"qid": "e1", "q": "空は何色？", "a": "青"}\n')
+    task = _custom_task(tmp_path, [])
+    text = task.read_text().replace("{type: file, uri: train.jsonl", f"{{type: store, uri: s3://{s3_bucket}/datasets/colors/train.jsonl")
+    text = text.replace("{type: file, uri: eval.jsonl", f"{{type: store, uri: s3://{s3_bucket}/datasets/colors/eval.jsonl")
+    task.write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    prepare(DataSettings(task=str(task), sizes=[0, 2], seeds=[0]), out)
+    assert len(read_train_set(out, 0, 2)) == 2 and read_eval_set(out)[0]["id"] == "e1"

@@ -143,6 +143,14 @@ def test_a_failed_expired_or_stopped_job_fails_the_run_and_a_rerun_resubmits_onl
     assert all(r["prediction"] == r["references"][0] for n in (0, 2) for r in read_predictions(out / arm(n).filename))
 
 
+def test_a_completed_job_without_outputs_fails_instead_of_paying_for_everything_on_demand(
+        jsquad_data, s3_bucket, bedrock_fake, tmp_path):
+    bedrock_fake.configure(min_records=10, write_outputs=False)
+    with pytest.raises(JobError, match="no output lines were found"):
+        infer_bedrock(make_settings(s3_bucket), jsquad_data, tmp_path / "out")
+    assert bedrock_fake.runtime_calls == 0
+
+
 def test_killed_after_submission_a_rerun_polls_the_same_job_and_submits_nothing(jsquad_data, s3_bucket,
                                                                                 bedrock_fake, tmp_path, monkeypatch):
     bedrock_fake.configure(answer=reference_answers(jsquad_data), min_records=10)

@@ -186,6 +186,24 @@ def test_bad_settings_fail_with_a_one_line_reason_under_a_moved_root(jsquad_data
     assert not (paths.checkpoints / "adapters").exists()
 
 
+def test_out_of_gpu_memory_fails_with_advice(jsquad_data, tmp_path, monkeypatch):
+    import torch
+
+    from switchpoint.cli import main
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train_job, "train_adapter", out_of_memory)
+    root = tmp_path / "ml"
+    result = CliRunner().invoke(main, ["train", "--ml-root", str(root), "--data", str(jsquad_data),
+                                       "--model", "tiny-gpt-neox", "--sizes", "2", "--seeds", "0"])
+    assert result.exit_code == 1
+    reason = (root / "output" / "failure").read_text()
+    assert "out of GPU memory while training seed=0 n=2" in reason and "--load-in-4bit" in reason
+    assert "larger instance" in reason
+
+
 # --- learning --------------------------------------------------------------------------------------
 def _toy_task(folder: Path) -> Path:
     """A pattern a 2-layer random model can pick up with LoRA: the colour word decides the answer."""
