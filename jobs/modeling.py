@@ -94,7 +94,7 @@ def load_base(entry: dict, data_dir: Path | None, *, load_in_4bit: bool = False,
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, bnb_4bit_compute_dtype=dtype,
                 bnb_4bit_quant_type="nf4")
-            kwargs["device_map"] = {"": 0}
+            kwargs["device_map"] = {"": torch.cuda.current_device()}  # each DDP rank on its own GPU
         try:
             tokenizer = AutoTokenizer.from_pretrained(where, revision=entry.get("revision"),
                                                       trust_remote_code=entry.get("trust_remote_code", False))

@@ -211,22 +211,24 @@ def run_command(job, sweep_name, tasks, store, backend, models, force, role_arn,
 
 
 # --- plan --------------------------------------------------------------------------------------
-TOKENS_PER_CHAR = 0.9  # rough for Japanese with current tokenizers; the plan is an estimate, said so
 TRAIN_MFU = 0.35
 INFER_EFFICIENCY = 0.05  # decoding is memory-bound: a small fraction of peak FLOPs
 
 
-def _bundled_lengths(task: dict) -> tuple[float, float]:
-    """Average input and reference length (characters) from the bundled sample, else rough defaults."""
+def _sample_tokens(task: dict) -> tuple[float, float]:
+    """Average prompt and reference tokens of one example, estimated on the bundled sample with the
+    same estimator the infer-bedrock dry run uses (rough defaults for a task without a sample)."""
+    from .bedrock_requests import estimate_tokens
     from .data import read_source, to_canonical
+    from .prompts import render_input
 
     if "bundled" not in task:
         return 1000.0, 50.0
     rows = to_canonical(read_source({**task["bundled"]["eval"], "type": task["bundled"]["eval"].get("type", "bundled")},
                                     "eval"), task, "eval")
-    inputs = [sum(len(str(r[k])) for k in task["fields"]["inputs"]) for r in rows]
-    refs = [len(r["references"][0]) for r in rows]
-    return sum(inputs) / len(inputs), sum(refs) / len(refs)
+    inputs = [estimate_tokens(render_input(task, r)) for r in rows]
+    refs = [estimate_tokens(r["references"][0]) for r in rows]
+    return sum(inputs) / len(inputs) + estimate_tokens(task["prompt"]["instruction"]), sum(refs) / len(refs)
 
 
 def estimate_plan(sweep: dict, task: dict) -> list[dict[str, Any]]:
@@ -236,9 +238,7 @@ def estimate_plan(sweep: dict, task: dict) -> list[dict[str, Any]]:
     api_models = manifests.load_api_models()
     sizes = manifests.sweep_sizes(sweep, task["name"])
     seeds = sweep["seeds"]
-    avg_in, avg_ref = _bundled_lengths(task)
-    in_tokens = (avg_in + len(task["prompt"]["instruction"])) * TOKENS_PER_CHAR
-    ref_tokens = avg_ref * TOKENS_PER_CHAR
+    in_tokens, ref_tokens = _sample_tokens(task)
     eval_count = sweep["data"]["eval_size"] or 1000
     rows = []
     for step in plan_steps(sweep, task):
@@ -303,8 +303,9 @@ def plan_command(sweep_name, tasks, store):
             subtotal = sum(r["usd"] for r in rows)
             total += subtotal
             click.echo(f"{'task total':40} {'':16} {sum(r['hours'] for r in rows):8.2f} {'':>12} {'':>22} {subtotal:10.2f}")
-        click.echo(f"\nestimated total: ${total:,.2f} (rough: token counts from the bundled sample at "
-                   f"{TOKENS_PER_CHAR} tokens/char, GPU time from FLOPs at {TRAIN_MFU:.0%} utilisation)")
+        click.echo(f"\nestimated total: ${total:,.2f} (rough: tokens estimated on the bundled sample as the "
+                   f"infer-bedrock dry run does, GPU time from FLOPs at {TRAIN_MFU:.0%} utilisation; an uncapped eval set "
+                   "is counted as 1,000 examples)")
 
     run_job(paths, body, name="plan")
 

@@ -213,6 +213,29 @@ def test_batch_needs_a_role_and_an_s3_prefix_and_enough_records(jsquad_data, bed
     assert bedrock_fake.submissions == 0
 
 
+def test_the_fake_speaks_the_bedrock_control_plane_through_boto3(s3_bucket, bedrock_fake):
+    s3 = boto3.client("s3")
+    lines = [json.dumps({"recordId": f"R{i:010d}", "modelInput": {"anthropic_version": "bedrock-2023-05-31",
+             "max_tokens": 8, "messages": [{"role": "user", "content": "質問：テスト"}]}}) for i in range(3)]
+    s3.put_object(Bucket=s3_bucket, Key="in/x.jsonl", Body="\n".join(lines).encode())
+    bedrock = boto3.client("bedrock")
+    bedrock_fake.configure(min_records=1, progress=("Submitted", "InProgress", "InProgress", "InProgress"))
+    arn = bedrock.create_model_invocation_job(
+        jobName="j1", roleArn=ROLE, modelId="anthropic.claude-3-haiku-20240307-v1:0",
+        inputDataConfig={"s3InputDataConfig": {"s3Uri": f"s3://{s3_bucket}/in/x.jsonl"}},
+        outputDataConfig={"s3OutputDataConfig": {"s3Uri": f"s3://{s3_bucket}/out/"}})["jobArn"]
+    assert bedrock.get_model_invocation_job(jobIdentifier=arn)["status"] == "InProgress"
+    bedrock.stop_model_invocation_job(jobIdentifier=arn)
+    assert [bedrock.get_model_invocation_job(jobIdentifier=arn)["status"] for _ in range(2)] == ["Stopping", "Stopped"]
+    (summary,) = bedrock.list_model_invocation_jobs(statusEquals="Stopped")["invocationJobSummaries"]
+    assert summary["jobArn"] == arn and summary["submitTime"].year >= 2024
+    with pytest.raises(bedrock.exceptions.ConflictException):
+        bedrock.stop_model_invocation_job(jobIdentifier=arn)
+    reply = boto3.client("bedrock-runtime").invoke_model(modelId="anthropic.claude-3-haiku-20240307-v1:0",
+                                                         body=json.dumps(json.loads(lines[0])["modelInput"]))
+    assert json.loads(reply["body"].read())["content"][0]["text"] == "テスト"
+
+
 # --- on-demand ------------------------------------------------------------------------------------
 def test_on_demand_recovers_from_429_throttling_with_adaptive_retries(jsquad_data, bedrock_fake, tmp_path, monkeypatch):
     fast_botocore_retries(monkeypatch)
