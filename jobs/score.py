@@ -310,25 +310,17 @@ class _atomic:
 # --- reading scores and comparing arms (used by the report) -------------------------------------
 def load_scores(path: str | Path) -> list[dict]:
     """Records of a scores.jsonl (or of the scores.jsonl in a folder)."""
+    from .data import read_jsonl
+
     path = Path(path)
     if path.is_dir():
         path = path / "scores.jsonl"
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise JobError(f"{path}: cannot read ({err.strerror or err}); give the scores.jsonl written by "
-                       "`switchpoint score`") from err
-    records = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise JobError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
+    if not path.exists():
+        raise JobError(f"{path}: no such file; give the scores.jsonl written by `switchpoint score`")
+    records = read_jsonl(path)
+    for lineno, record in enumerate(records, start=1):
         if not isinstance(record, dict) or "id" not in record or not isinstance(record.get("arm"), dict):
             raise JobError(f"{path}:{lineno}: expected an object with id and arm, as scores.jsonl holds")
-        records.append(record)
     return records
 
 
