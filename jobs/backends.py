@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -97,7 +98,9 @@ def run_local(step: Step, run: Store, *, command_prefix: list[str] | None = None
 
 
 def _execute(step: Step, run: Store, root: Path, cmd: list[str], *, backend: str) -> dict:
-    record_run(run, step, backend=backend, status="running", started=time.time())
+    # host and pid let `status` tell a running step from one whose runner was killed
+    record_run(run, step, backend=backend, status="running", started=time.time(), host=socket.gethostname(),
+               pid=os.getpid())
     started = time.monotonic()
     proc = subprocess.run(cmd)
     wall = round(time.monotonic() - started, 3)

@@ -311,6 +311,21 @@ def plan_command(sweep_name, tasks, store):
 
 
 # --- status ------------------------------------------------------------------------------------
+def _runner_alive(record: dict) -> bool:
+    """False when the step was run from this machine by a process that no longer exists."""
+    import os
+
+    if record.get("host") != socket.gethostname() or not record.get("pid"):
+        return True  # another machine, or a SageMaker job: trust the record
+    try:
+        os.kill(int(record["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def step_status(sweep: dict, task: dict, store: Store) -> list[dict[str, Any]]:
     prices = manifests.load_prices()["instances"]
     run = run_root(store, sweep, task)
@@ -319,6 +334,8 @@ def step_status(sweep: dict, task: dict, store: Store) -> list[dict[str, Any]]:
         record = run.read_json(f"runs/{step.name}.json") if run.exists(f"runs/{step.name}.json") else {}
         if run.child(step.output).is_complete():
             state = "done"
+        elif record.get("status") == "running" and not _runner_alive(record):
+            state = "killed"
         elif record.get("status") in ("running", "failed"):
             state = record["status"]
         else:
@@ -337,7 +354,8 @@ def step_status(sweep: dict, task: dict, store: Store) -> list[dict[str, Any]]:
 @click.command("status", context_settings={"show_default": True})
 @_with_common
 def status_command(sweep_name, tasks, store):
-    """Print a table of the sweep's steps: done / running / pending / failed, with cost spent so far."""
+    """Print a table of the sweep's steps: done / running / pending / failed (or killed: marked
+    running by a process of this machine that is gone), with the cost spent so far."""
     paths = job_paths()
 
     def body() -> None:

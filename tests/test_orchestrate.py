@@ -220,8 +220,15 @@ def test_status_reports_done_failed_and_pending(tmp_path):
     run = store.child("smoke", "jsquad")
     run.write_json("runs/train-tiny-gpt-neox.json", {"step": "train-tiny-gpt-neox", "status": "failed", "wall_s": 3.0,
                                                      "backend": "local", "reason": "train: out of memory"})
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run.write_json("runs/score.json", {"step": "score", "status": "running", "backend": "local",
+                                       "host": socket.gethostname(), "pid": int(dead.stdout)})
     states = {r["step"]: r["state"] for r in step_status(sweep, task, store)}
     assert states == {"data": "done", "train-tiny-gpt-neox": "failed", "infer-local-tiny-gpt-neox": "pending",
-                      "score": "pending", "report": "pending"}
+                      "score": "killed", "report": "pending"}
     result = CliRunner().invoke(main, ["status", "--sweep", "smoke", "--task", "jsquad", "--store", str(tmp_path)])
     assert result.exit_code == 0 and "out of memory" in result.output and "spent so far" in result.output
