@@ -389,6 +389,24 @@ def train(settings: TrainSettings, paths: JobPaths) -> dict[str, Any]:
     return summary
 
 
+def distributed_relaunch(argv: list[str]) -> list[str] | None:
+    """The command that re-runs this job under torchrun with one process per GPU, or None.
+
+    A SageMaker training job (or `docker run`) starts the entrypoint once. With several GPUs the
+    job re-launches itself so that Accelerator sees a DDP world; inside torchrun (LOCAL_RANK set),
+    on one GPU, or with SWITCHPOINT_SINGLE_PROCESS=1 it runs as it is.
+    """
+    if "LOCAL_RANK" in os.environ or os.environ.get("SWITCHPOINT_SINGLE_PROCESS") == "1":
+        return None
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count < 2:
+        return None
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(count),
+            "-m", "switchpoint", *argv[1:]]
+
+
 def _oom(entry: dict, hyper: Hyper, doing: str) -> JobError:
     return JobError(f"model {entry['name']}: out of GPU memory while {doing} (batch-size {hyper.batch_size}, "
                     f"cutoff-len {hyper.cutoff_len}); use --load-in-4bit, a smaller --batch-size or --cutoff-len, "
@@ -428,12 +446,22 @@ def command(sagemaker_mode, ml_root, **options):
     For each seed and N > 0 a fresh adapter is trained on exactly train/seed=S/n=N.jsonl:
     steps = max(min-steps, epochs * ceil(N / batch-size)), linear warm-up and decay, loss only on
     the answer tokens. Complete adapters are skipped, so a restarted job resumes where it stopped.
-    Several GPUs: run under `accelerate launch` (DDP). A SageMaker training job's extra `train`
+    Several GPUs: the job re-launches itself under torchrun, one process per GPU (DDP); set
+    SWITCHPOINT_SINGLE_PROCESS=1 to use one GPU. A SageMaker training job's extra `train`
     argument is accepted and ignored.
     """
     paths = job_paths(ml_root)
 
     def body() -> None:
+        relaunch = distributed_relaunch(sys.argv)
+        if relaunch is not None:
+            import subprocess
+
+            click.echo(f"train: {relaunch[relaunch.index('--nproc_per_node') + 1]} GPUs: one process per GPU (DDP)", err=True)
+            code = subprocess.call(relaunch)
+            if code != 0:
+                raise JobError(f"the distributed training processes exited with code {code} (see their output above)")
+            return
         settings = settings_from(TrainSettings, paths, options)
         summary = train(settings, paths)
         if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch/torchrun: one line, from rank 0

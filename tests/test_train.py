@@ -264,3 +264,24 @@ def test_adapter_learns_a_pattern_the_base_model_gets_wrong(tmp_path):
     gold = [ex["references"][0] for ex in held_out]
     assert sum(b == g for b, g in zip(before, gold)) == 0
     assert sum(a == g for a, g in zip(after, gold)) >= 10  # of 12; always guessing one answer would get 6
+
+
+def test_several_gpus_relaunch_the_job_under_torchrun_one_process_per_gpu(monkeypatch):
+    """SageMaker starts the entrypoint once; with 4 GPUs the job re-runs itself as a 4-process DDP world."""
+    import sys
+
+    import torch
+
+    from switchpoint.train import distributed_relaunch
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    cmd = distributed_relaunch(["/usr/local/bin/switchpoint", "train", "train"])
+    assert cmd == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4",
+                   "-m", "switchpoint", "train", "train"]
+    monkeypatch.setenv("LOCAL_RANK", "0")  # already inside torchrun: run as is
+    assert distributed_relaunch(["switchpoint", "train"]) is None
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert distributed_relaunch(["switchpoint", "train"]) is None
