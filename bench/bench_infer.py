@@ -28,27 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "infer.json"
+from common import GPU_CONFIGS, save_results
+
 BIN = Path(sys.executable).parent
 SEEDS, SIZES = [0, 1, 2, 3], [2, 4, 8]  # 12 adapters
 
-GPU_CONFIGS = {  # shapes from the published config.json files
-    "llama-1b": ("llama", dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                               num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072,
-                               rope_theta=500000.0, tie_word_embeddings=True),
-                 ["q_proj", "k_proj", "v_proj", "o_proj"]),
-    "gpt-neox-1b": ("gpt_neox", dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                                     num_attention_heads=8, vocab_size=50304, max_position_embeddings=2048,
-                                     rotary_pct=0.25, tie_word_embeddings=False),
-                    ["query_key_value"]),
-}
-
-
 def save(section: str, figures: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    existing[section] = figures
-    RESULTS.write_text(json.dumps(existing, indent=2) + "\n")
+    save_results("infer", section, figures)
 
 
 def make_adapters(base, root: Path, targets: list[str], seeds=SEEDS, sizes=SIZES) -> None:

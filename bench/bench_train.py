@@ -20,26 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import GPU_CONFIGS, save_results
+
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 
-# Shapes of real architectures (from their published config.json files), weights random.
-GPU_CONFIGS = {
-    "llama-1b": ("llama", dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                               num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072,
-                               rope_theta=500000.0, tie_word_embeddings=True),
-                 ["q_proj", "k_proj", "v_proj", "o_proj"]),
-    "gpt-neox-1b": ("gpt_neox", dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                                     num_attention_heads=8, vocab_size=50304, max_position_embeddings=2048,
-                                     rotary_pct=0.25, tie_word_embeddings=False),
-                    ["query_key_value"]),
-}
-
-
 def save(section: str, figures: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    existing[section] = figures
-    RESULTS.write_text(json.dumps(existing, indent=2) + "\n")
+    save_results("train", section, figures)
 
 
 def bench_tiny(model: str, n: int, steps: int) -> dict:
