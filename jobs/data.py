@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -246,10 +247,16 @@ def prepare(settings: DataSettings, out_dir: Path) -> dict[str, Any]:
     if settings.source not in ("remote", "bundled"):
         raise JobError(f"data source {settings.source!r} must be 'remote' or 'bundled'")
     if settings.source == "bundled":
-        if "bundled" not in task:
-            raise JobError(f"task {task['name']} ({task['manifest_path']}) has no bundled sample; use --source remote")
-        sources = task["bundled"]
-        sources = {role: {**src, "type": src.get("type", "bundled")} for role, src in sources.items()}
+        offline = all(src.get("type") in ("file", "store") for src in task["sources"].values())
+        if "bundled" in task:
+            sources = {role: {**src, "type": src.get("type", "bundled")} for role, src in task["bundled"].items()}
+        elif offline:
+            # A user's task on local files needs no network: its own sources are its offline sample.
+            print(f"data: task {task['name']} has no bundled sample; using its own local sources", file=sys.stderr)
+            sources = task["sources"]
+        else:
+            raise JobError(f"task {task['name']} ({task['manifest_path']}) has no bundled sample and its sources need "
+                           "the network; use --source remote")
     else:
         sources = task["sources"]
     if any(n < 0 for n in settings.sizes):

@@ -109,3 +109,34 @@ def test_smoke_sweep_through_s3_with_the_bedrock_fake(tmp_path, s3_bucket, bedro
     html = run.read_text("report/report.html")
     assert "data:image/png;base64," in html
     assert not (tmp_path / "runs").exists()  # every hand-over went through S3
+
+
+def test_a_users_own_task_runs_the_whole_smoke_sweep(tmp_path):
+    """A user's task is a YAML next to a JSONL file; the offline smoke sweep takes it as it is."""
+    import random
+
+    rng = random.Random(0)
+    colours = ["赤", "青", "緑", "黄"]
+    rows = [{"qid": f"q{i}", "q": f"{rng.choice(['りんご', '空', '葉', 'バナナ'])}{i}の色は？", "a": rng.choice(colours)}
+            for i in range(60)]
+    (tmp_path / "colors.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows[:44]) + "\n",
+                                           encoding="utf-8")
+    (tmp_path / "colors_eval.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows[44:]) + "\n",
+                                                encoding="utf-8")
+    task_path = tmp_path / "colors.yaml"
+    task_path.write_text("""
+name: colors
+sources:
+  train: {type: file, uri: colors.jsonl, format: jsonl}
+  eval: {type: file, uri: colors_eval.jsonl, format: jsonl}
+fields: {id: qid, inputs: {question: q}, references: a}
+prompt: {instruction: 色を一語で答えてください。, input_template: "質問：{question}"}
+generation: {max_new_tokens: 4, stop: ["\\n"]}
+metrics: [exact_match, f1]
+""", encoding="utf-8")
+    store = open_store(tmp_path / "runs")
+    run_sweep(manifests.load_sweep("smoke"), manifests.load_task(task_path), store)
+    report = tmp_path / "runs" / "smoke" / "colors" / "report"
+    assert (report / "_SUCCESS").exists()
+    transitions = (report / "transitions.csv").read_text(encoding="utf-8")
+    assert "exact_match" in transitions and "f1" in transitions
