@@ -123,11 +123,26 @@ def format_prompt(model_entry: dict, system: str, turns: list[Turn], tokenizer: 
             raise JobError(f"model {model_entry.get('name')!r} asks for its tokenizer's chat template, but the tokenizer has none; "
                            "set prompt_format to a named template (alpaca, rinna, llama2, plain) in models.yaml")
         messages = [{"role": "system", "content": system}, *turns]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return _without_template_bos(text, tokenizer)
     try:
         return NAMED_TEMPLATES[fmt](system, turns)
     except KeyError:
         raise JobError(f"model {model_entry.get('name')!r}: unknown prompt_format {fmt!r}") from None
+
+
+def _without_template_bos(text: str, tokenizer: Any) -> str:
+    """Drop a chat template's literal BOS when the tokenizer adds its own.
+
+    Every job tokenises prompts with the tokenizer's special tokens (train, infer, lm-eval alike);
+    a template that also writes ``<s>``/``<|begin_of_text|>`` would otherwise give two BOS tokens.
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and text.startswith(bos):
+        ids = tokenizer("x")["input_ids"]
+        if ids and ids[0] == tokenizer.bos_token_id:
+            return text[len(bos):]
+    return text
 
 
 def model_prompt(task: dict, model_entry: dict, example: dict, shots: Sequence[dict] = (), tokenizer: Any = None,

@@ -124,8 +124,9 @@ def optimizer_steps(n: int, hyper: Hyper) -> int:
 def encode_example(task: dict, entry: dict, tokenizer: Any, example: dict, cutoff_len: int) -> dict[str, Any]:
     """input_ids and labels for one example; labels are -100 on the prompt (see module docstring)."""
     prompt = prompts.model_prompt(task, entry, example, tokenizer=tokenizer)
-    # A chat template already writes its own BOS; a named template relies on the tokenizer's.
-    prompt_ids = tokenizer(prompt, add_special_tokens=entry["prompt_format"] != "chat-template")["input_ids"]
+    # With the tokenizer's special tokens, exactly as the infer job tokenises it (prompts.format_prompt
+    # drops a chat template's literal BOS when the tokenizer adds one, so there is never a double BOS).
+    prompt_ids = tokenizer(prompt)["input_ids"]
     answer_ids = tokenizer(prompts.answer_text(example), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     answer_ids = answer_ids[: cutoff_len - 1]
     keep = cutoff_len - len(answer_ids)
