@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import socket
 import subprocess
@@ -87,13 +86,12 @@ def _failure_reason(root: Path, returncode: int) -> str:
 
 
 # --- local -----------------------------------------------------------------------------------
-def run_local(step: Step, run: Store, *, command_prefix: list[str] | None = None) -> dict:
+def run_local(step: Step, run: Store) -> dict:
     """Run a step as a subprocess of this environment over a temporary /opt/ml-shaped folder."""
     with tempfile.TemporaryDirectory(prefix=f"switchpoint-{step.name}-") as tmp:
         root = Path(tmp)
         _stage_inputs(step, run, root)
-        cmd = (command_prefix or [sys.executable, "-m", "switchpoint"]) + [step.job, "--ml-root", str(root),
-                                                                          *_args(step, str(root))]
+        cmd = [sys.executable, "-m", "switchpoint", step.job, "--ml-root", str(root), *_args(step, str(root))]
         return _execute(step, run, root, cmd, backend="local")
 
 
@@ -265,6 +263,3 @@ def run_sagemaker(step: Step, run: Store, sweep: dict, *, role_arn: str | None =
     return record_run(run, step, backend="sagemaker", status="done", job_name=name, billable_s=billable,
                       training_s=training, spec=spec)
 
-
-def describe_command(cmd: list[str]) -> str:
-    return " ".join(shlex.quote(c) for c in cmd)

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -238,7 +238,12 @@ class DataSettings:
     seeds: list[int]
     source: str = "remote"  # remote | bundled
     eval_size: int | None = None
-    extra: dict = field(default_factory=dict)
+
+
+def settings_for_sweep(task: str, task_name: str, sweep: dict) -> DataSettings:
+    """What a sweep asks of the data step for one task (sizes may differ per task, as in the study)."""
+    return DataSettings(task=task, sizes=manifests.sweep_sizes(sweep, task_name), seeds=sweep["seeds"],
+                        source=sweep["data"]["source"], eval_size=sweep["data"]["eval_size"])
 
 
 def prepare(settings: DataSettings, out_dir: Path) -> dict[str, Any]:
@@ -381,13 +386,17 @@ def command(task, sweep, sizes, seeds, source, eval_size, store, out_dir, ml_roo
     def body() -> None:
         sweep_def = manifests.load_sweep(sweep) if sweep else None
         task_def = manifests.load_task(task)
-        settings = DataSettings(
-            task=task,
-            sizes=_ints(sizes, "--sizes") if sizes else (manifests.sweep_sizes(sweep_def, task_def["name"]) if sweep_def else [0]),
-            seeds=_ints(seeds, "--seeds") if seeds else (sweep_def["seeds"] if sweep_def else [0]),
-            source=source or (sweep_def["data"]["source"] if sweep_def else "remote"),
-            eval_size=eval_size if eval_size is not None else (sweep_def["data"]["eval_size"] if sweep_def else None),
-        )
+        settings = (settings_for_sweep(task, task_def["name"], sweep_def) if sweep_def
+                    else DataSettings(task=task, sizes=[0], seeds=[0]))
+        # Options given on the command line override the sweep.
+        if sizes:
+            settings.sizes = _ints(sizes, "--sizes")
+        if seeds:
+            settings.seeds = _ints(seeds, "--seeds")
+        if source:
+            settings.source = source
+        if eval_size is not None:
+            settings.eval_size = eval_size
         if store:
             sweep_name = sweep_def["name"] if sweep_def else "adhoc"
             target = open_store(store).child(sweep_name, task_def["name"], "data")

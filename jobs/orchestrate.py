@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import socket
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -74,12 +73,11 @@ def run_root(store: Store, sweep: dict, task: dict) -> Store:
 
 def run_data_step(step: Step, run: Store, sweep: dict, task: dict) -> dict:
     """The data step runs here for every backend: light CPU work whose sources may be local files."""
-    from .data import DataSettings, prepare
+    from .data import prepare, settings_for_sweep
 
     backends.record_run(run, step, backend="local", status="running", started=time.time())
     started = time.monotonic()
-    settings = DataSettings(task=task["manifest_path"], sizes=manifests.sweep_sizes(sweep, task["name"]),
-                            seeds=sweep["seeds"], source=sweep["data"]["source"], eval_size=sweep["data"]["eval_size"])
+    settings = settings_for_sweep(task["manifest_path"], task["name"], sweep)
     try:
         with tempfile.TemporaryDirectory(prefix="switchpoint-data-") as tmp:
             prepare(settings, Path(tmp))
@@ -256,7 +254,7 @@ def estimate_plan(sweep: dict, task: dict) -> list[dict[str, Any]]:
             row["hours"] = seconds / 3600
         elif step.job == "infer-local":
             params = models[step.name.removeprefix("infer-local-")]["params_b"] * 1e9
-            arms = len([n for n in sizes]) * len(seeds)
+            arms = len(sizes) * len(seeds)
             shots = sweep["fewshot_local"]["shots"] if sweep["fewshot_local"]["enabled"] else []
             prompt_tokens = eval_count * (arms * in_tokens + sum((k + 1) * in_tokens for k in shots) * len(seeds))
             gen_tokens = eval_count * (arms + len(shots) * len(seeds)) * task["generation"]["max_new_tokens"]
@@ -372,6 +370,3 @@ def status_command(sweep_name, tasks, store):
 
     run_job(paths, body, name="status")
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_command())

@@ -8,11 +8,12 @@ One JSON object per (arm, example)::
 
 ``prediction`` is post-processed text (stop strings cut, whitespace stripped). ``error`` is null or a
 one-line message; a record in error scores 0 and is counted. One file holds one arm, named by
-``arm_filename``.
+``Arm.filename``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -86,10 +87,6 @@ class Arm:
         return f"{self.kind} {self.model} n={self.n} seed={self.seed}{tail}"
 
 
-def arm_filename(arm: Arm) -> str:
-    return arm.filename
-
-
 def prediction_record(arm: Arm, example_id: str, prediction: str, references: list[str], *,
                       input_tokens: int | None = None, output_tokens: int | None = None,
                       latency_s: float | None = None, error: str | None = None) -> dict[str, Any]:
@@ -105,6 +102,7 @@ def prediction_record(arm: Arm, example_id: str, prediction: str, references: li
     }
 
 
+@functools.lru_cache(maxsize=1)
 def _validator():
     import jsonschema
 

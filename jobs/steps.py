@@ -48,12 +48,8 @@ def plan_steps(sweep: dict, task: dict, *, api_enabled: bool = True) -> list[Ste
     sizes = manifests.sweep_sizes(sweep, name)
     seeds = sweep["seeds"]
     train, infer, score = sweep["train"], sweep["infer"], sweep["score"]
-    steps = [Step(
-        name="data", job="data", image="score", kind="local", inputs={}, output="data", stage=0,
-        args=["--task", manifests.manifest_ref(task, "tasks"), "--sizes", _csv(sizes), "--seeds", _csv(seeds),
-              "--source", sweep["data"]["source"]]
-        + (["--eval-size", str(sweep["data"]["eval_size"])] if sweep["data"]["eval_size"] else []),
-    )]
+    # The data step runs in-process wherever the sweep runs (orchestrate.run_data_step), so it has no args.
+    steps = [Step(name="data", job="data", image="score", kind="local", inputs={}, output="data", stage=0)]
     models = manifests.load_models()
     for model in sweep["models"]:
         entry = models[model]

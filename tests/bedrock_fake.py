@@ -21,7 +21,7 @@ GetModelInvocationJob call (never on wall-clock time), so tests are fast and det
         ...
         assert fake.submissions == 1
 
-or the ``bedrock_fake`` fixture below (import it into a test module), which does the routing.
+or the ``bedrock_fake`` fixture below (registered for every test module in conftest.py), which does the routing.
 
 Answers are deterministic: ``answer(system, messages) -> str`` (default: the first 12 characters of
 the last user turn after its first full-width colon). Token usage: one input token per character of

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from switchpoint.data import DataSettings, prepare
+
+# The Bedrock fake's fixture (`bedrock_fake`), available to every test module.
+pytest_plugins = ["bedrock_fake"]
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,6 @@ import pytest
 from click.testing import CliRunner
 
 from switchpoint.cli import main
-from switchpoint.contract import JobError
 from switchpoint.data import DataSettings, prepare, read_eval_set, read_jsonl, read_train_set
 
 

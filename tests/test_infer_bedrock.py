@@ -11,7 +11,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from bedrock_fake import bedrock_fake, fast_botocore_retries, message_text  # noqa: F401 - bedrock_fake is a fixture
+from bedrock_fake import fast_botocore_retries, message_text
 from switchpoint import infer_bedrock as ib
 from switchpoint import manifests
 from switchpoint.bedrock_requests import (BATCH_MAX_RECORDS, estimate_tokens, split_batches, usd)

@@ -106,7 +106,7 @@ def test_core_install_does_not_pull_torch():
 
 def test_a_wheel_carries_the_manifests_and_bundled_data(tmp_path):
     """Installed from a wheel (as in an image), the package must still find its manifests."""
-    build = pytest.importorskip("build")
+    pytest.importorskip("build")
     import subprocess
     import sys
 

@@ -54,7 +54,7 @@ def test_s3_on_moto_server(s3_bucket, tmp_path):
     import boto3
 
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"]]
-    assert f"team/runs/smoke/jsquad/data/_SUCCESS" in keys
+    assert "team/runs/smoke/jsquad/data/_SUCCESS" in keys
 
 
 def test_missing_bucket_is_a_clear_error(aws_env):

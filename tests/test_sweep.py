@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
-from bedrock_fake import bedrock_fake  # noqa: F401 - a fixture
 from switchpoint import manifests
 from switchpoint.orchestrate import run_sweep
 from switchpoint.store import open_store
