@@ -479,13 +479,14 @@ def _safe(name: str) -> str:
 Block = tuple[str, Any]  # ("h1"|"h2"|"p"|"ul"|"table"|"img", content)
 
 
-def fmt_n(value) -> str:
+def fmt_n(value, *, whole: bool = False) -> str:
+    """An N for the page; ``whole`` for rough figures (extrapolations), which read as whole numbers."""
     if value is None or (isinstance(value, float) and (math.isnan(value))):
         return "–"
     if isinstance(value, float) and math.isinf(value):
         return "never"
     value = float(value)
-    return f"{value:,.0f}" if value >= 100 or value.is_integer() else f"{value:.1f}"
+    return f"{value:,.0f}" if whole or value >= 100 or value.is_integer() else f"{value:.1f}"
 
 
 def fmt_usd(value) -> str:
@@ -539,7 +540,7 @@ def recommendation(an: Analysis) -> list[Block]:
         elif r.status == "extrapolated":
             text = (f"Fine-tuned {model} does not match {prompt} within the sweep (up to N={max(an.curve.n)}); a "
                     f"straight line in log2 N ({r.fit_params}, fitted on N={r.fit_points}) reaches it at "
-                    f"N ≈ {fmt_n(r.n_cross_extrapolated)} — EXTRAPOLATED, not measured.")
+                    f"N ≈ {fmt_n(r.n_cross_extrapolated, whole=True)} — EXTRAPOLATED, not measured.")
         else:
             text = f"Fine-tuned {model} does not match {prompt} within the sweep: {r.note}."
         items.append(text)
@@ -582,7 +583,7 @@ def _verdict(an: Analysis, t: pd.DataFrame) -> str:
         tail = ""
         if not ext.empty:
             best = ext.sort_values("n_cross_extrapolated").iloc[0]
-            tail = (f" The nearest extrapolated match is {best.model} at N ≈ {fmt_n(best.n_cross_extrapolated)} "
+            tail = (f" The nearest extrapolated match is {best.model} at N ≈ {fmt_n(best.n_cross_extrapolated, whole=True)} "
                     "(extrapolated; measure it before relying on it).")
         return "Recommendation: within this sweep, no fine-tuned model matches the prompting arm; keep prompting." + tail
     order = reached.assign(_c=reached.n_cross_confident.fillna(np.inf)).sort_values(["_c", "n_cross"])
@@ -612,7 +613,7 @@ def not_measured(an: Analysis) -> list[str]:
         items.append(f"{r.kind} {r.model}{_vlabel(r.variant)} n={r.n} seed={r.seed}: {r.errors} of {r.count} records "
                      "in error (scored 0)")
     for r in an.transitions[an.transitions.status == "extrapolated"].itertuples():
-        items.append(f"n_cross_extrapolated for {r.model} vs {r.prompt_model} ({r.metric}) = {fmt_n(r.n_cross_extrapolated)} "
+        items.append(f"n_cross_extrapolated for {r.model} vs {r.prompt_model} ({r.metric}) = {fmt_n(r.n_cross_extrapolated, whole=True)} "
                      f"is extrapolated from a fit ({r.fit_form}; {r.fit_params}), not measured")
     for r in an.transitions[an.transitions.status == "not-reached"].itertuples():
         items.append(f"{r.model} vs {r.prompt_model} ({r.metric}): not reached and not extrapolated — {r.note}")
@@ -633,7 +634,7 @@ def _display_tables(an: Analysis) -> list[Block]:
         "prompting arm": t.prompt_model + t.prompt_variant.map(_vlabel) + " (" + t.prompt_shots.astype(str) + " shots)",
         "level": [fmt_pct(*v) for v in zip(t.prompt_mean, t.prompt_ci_low, t.prompt_ci_high)],
         "n_cross": t.n_cross.map(fmt_n), "n_cross_confident": t.n_cross_confident.map(fmt_n),
-        "n_cross_extrapolated": [f"{fmt_n(v)} (extrapolated)" if v is not None and not pd.isna(v) else "–"
+        "n_cross_extrapolated": [f"{fmt_n(v, whole=True)} (extrapolated)" if v is not None and not pd.isna(v) else "–"
                                  for v in t.n_cross_extrapolated],
         "status": t.status, "train $": t.ft_train_usd.map(fmt_usd), "ft $/1k req": t.ft_per_1k_usd.map(fmt_usd),
         "prompt $/1k req": t.prompt_per_1k_usd.map(fmt_usd), "break-even req/month": t.breakeven_monthly_requests.map(fmt_requests),
