@@ -41,7 +41,7 @@ def make_adapters(base, root: Path, targets: list[str], seeds=SEEDS, sizes=SIZES
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from switchpoint import modeling
+    from switchpoint.core import modeling
 
     for seed in seeds:
         for n in sizes:
@@ -64,13 +64,15 @@ def run(cmd: list[str], env: dict | None = None) -> float:
 
 
 def bench_tiny(eval_size: int, batch_size: int) -> dict:
-    from switchpoint import manifests, modeling
-    from switchpoint.data import DataSettings, load_task_from_data, prepare, read_eval_set
-    from switchpoint.infer_local import fit_prompt
-    from switchpoint.lm_eval_engine import include_dir, write_docs
-    from switchpoint.predictions import Arm, read_predictions
-    from switchpoint.prompts import postprocess
-    from switchpoint.tiny import save_tiny
+    from switchpoint.core import manifests
+    from switchpoint.core import modeling
+    from switchpoint.data.job import DataSettings, prepare
+    from switchpoint.core.datafolder import load_task_from_data, read_eval_set
+    from switchpoint.infer_local.job import fit_prompt
+    from switchpoint.infer_local.lm_eval_engine import include_dir, write_docs
+    from switchpoint.core.predictions import Arm, read_predictions
+    from switchpoint.core.prompts import postprocess
+    from switchpoint.core.tiny import save_tiny
 
     model = "tiny-gpt-neox"
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
@@ -133,11 +135,12 @@ def bench_gpu(config_name: str, eval_size: int, batch_size: int) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from switchpoint import modeling
-    from switchpoint.data import DataSettings, prepare, read_jsonl
-    from switchpoint.infer_local import InferSettings, infer
-    from switchpoint.predictions import Arm, read_predictions
-    from switchpoint.tiny import train_tokenizer
+    from switchpoint.core import modeling
+    from switchpoint.data.job import DataSettings, prepare
+    from switchpoint.core.datafolder import read_jsonl
+    from switchpoint.infer_local.job import InferSettings, infer
+    from switchpoint.core.predictions import Arm, read_predictions
+    from switchpoint.core.tiny import train_tokenizer
 
     if not torch.cuda.is_available():
         sys.exit("--gpu-config needs a CUDA GPU")

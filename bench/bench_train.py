@@ -30,10 +30,10 @@ def save(section: str, figures: dict) -> None:
 
 def bench_tiny(model: str, n: int, steps: int) -> dict:
     """The whole job on a tiny model: wall time, base loads, per-adapter tokens/s."""
-    from switchpoint import modeling
-    from switchpoint.contract import job_paths
-    from switchpoint.data import DataSettings, prepare
-    from switchpoint.train import TrainSettings, train
+    from switchpoint.core import modeling
+    from switchpoint.core.contract import job_paths
+    from switchpoint.data.job import DataSettings, prepare
+    from switchpoint.train.job import TrainSettings, train
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -60,8 +60,9 @@ def bench_gpu(name: str, seq_len: int, batch_size: int, steps: int, layers: int 
     from accelerate import Accelerator
     from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig
 
-    from switchpoint import modeling, tiny
-    from switchpoint.train import Hyper, train_adapter
+    from switchpoint.core import modeling
+    from switchpoint.core import tiny
+    from switchpoint.train.job import Hyper, train_adapter
 
     family, shape, targets = GPU_CONFIGS[name]
     shape = dict(shape, **({"num_hidden_layers": layers} if layers else {}))

@@ -12,15 +12,15 @@ import click
 
 # subcommand -> (module, attribute, one-line help shown in `switchpoint --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "data": ("switchpoint.data", "command", "Prepare eval set, training pool and nested training sets."),
-    "train": ("switchpoint.train", "command", "LoRA-fine-tune one model on every sweep size and seed (one base load)."),
-    "infer-local": ("switchpoint.infer_local", "command", "Generate with the base model and every adapter (one base load)."),
-    "infer-bedrock": ("switchpoint.infer_bedrock", "command", "Few-shot Claude on Bedrock (batch or on-demand) with cost accounting."),
-    "score": ("switchpoint.score", "command", "Score predictions (JSQuAD EM/F1, XLSum ROUGE) with bootstrap intervals."),
-    "report": ("switchpoint.report", "command", "Transition points, costs, plots and a recommendation."),
-    "run": ("switchpoint.orchestrate", "run_command", "Run one job or a whole sweep on the local, docker or sagemaker backend."),
-    "plan": ("switchpoint.orchestrate", "plan_command", "Print the jobs, GPU hours, API tokens and dollars a sweep will need."),
-    "status": ("switchpoint.orchestrate", "status_command", "Show which steps of a sweep are done, running, pending or failed."),
+    "data": ("switchpoint.data.job", "command", "Prepare eval set, training pool and nested training sets."),
+    "train": ("switchpoint.train.job", "command", "LoRA-fine-tune one model on every sweep size and seed (one base load)."),
+    "infer-local": ("switchpoint.infer_local.job", "command", "Generate with the base model and every adapter (one base load)."),
+    "infer-bedrock": ("switchpoint.infer_bedrock.job", "command", "Few-shot Claude on Bedrock (batch or on-demand) with cost accounting."),
+    "score": ("switchpoint.score.job", "command", "Score predictions (JSQuAD EM/F1, XLSum ROUGE) with bootstrap intervals."),
+    "report": ("switchpoint.report.job", "command", "Transition points, costs, plots and a recommendation."),
+    "run": ("switchpoint.orchestration.sweep", "run_command", "Run one job or a whole sweep on the local, docker or sagemaker backend."),
+    "plan": ("switchpoint.orchestration.sweep", "plan_command", "Print the jobs, GPU hours, API tokens and dollars a sweep will need."),
+    "status": ("switchpoint.orchestration.sweep", "status_command", "Show which steps of a sweep are done, running, pending or failed."),
 }
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from switchpoint.data import DataSettings, prepare
+from switchpoint.data.job import DataSettings, prepare
 
 # The Bedrock fake's fixture (`bedrock_fake`), available to every test module.
 pytest_plugins = ["bedrock_fake"]

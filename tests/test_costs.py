@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from switchpoint import costs
-from switchpoint.contract import JobError
-from switchpoint.manifests import load_api_models, load_prices
-from switchpoint.predictions import Arm
+from switchpoint.report import costs
+from switchpoint.core.contract import JobError
+from switchpoint.core.manifests import load_api_models, load_prices
+from switchpoint.core.predictions import Arm
 
 PRICES = load_prices()
 API = load_api_models()

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from switchpoint.cli import main
-from switchpoint.data import DataSettings, prepare, read_eval_set, read_jsonl, read_train_set
+from switchpoint.data.job import DataSettings, prepare
+from switchpoint.core.datafolder import read_eval_set, read_jsonl, read_train_set
 
 
 def _prepare(tmp_path: Path, task: str = "jsquad", **kw) -> Path:
@@ -173,7 +174,7 @@ def test_data_writes_the_store_layout_with_success_marker(tmp_path):
 
 def test_sources_can_live_in_the_store(tmp_path, s3_bucket):
     """A task's data may come from the store (here moto's S3), not just files and URLs."""
-    from switchpoint.store import open_store
+    from switchpoint.core.store import open_store
 
     store = open_store(f"s3://{s3_bucket}/datasets")
     rows = [json.dumps({"qid": f"t{i}", "q": f"物{i}の色は？", "a": "赤"}, ensure_ascii=False) for i in range(5)]

@@ -12,14 +12,14 @@ import yaml
 from click.testing import CliRunner
 
 from bedrock_fake import fast_botocore_retries, message_text
-from switchpoint import infer_bedrock as ib
-from switchpoint import manifests
-from switchpoint.bedrock_requests import (BATCH_MAX_RECORDS, estimate_tokens, split_batches, usd)
-from switchpoint.contract import JobError
-from switchpoint.data import load_task_from_data, read_eval_set
-from switchpoint.infer_bedrock import Settings, infer_bedrock
-from switchpoint.predictions import Arm, read_predictions
-from switchpoint.prompts import render_input
+from switchpoint.infer_bedrock import job as ib
+from switchpoint.core import manifests
+from switchpoint.infer_bedrock.requests import BATCH_MAX_RECORDS, estimate_tokens, split_batches, usd
+from switchpoint.core.contract import JobError
+from switchpoint.core.datafolder import load_task_from_data, read_eval_set
+from switchpoint.infer_bedrock.job import Settings, infer_bedrock
+from switchpoint.core.predictions import Arm, read_predictions
+from switchpoint.core.prompts import render_input
 
 ROLE = "arn:aws:iam::123456789012:role/switchpoint-bedrock-batch"
 API = "claude-haiku-4.5"

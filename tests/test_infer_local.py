@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from switchpoint import manifests, modeling
-from switchpoint.contract import JobError
-from switchpoint.data import load_task_from_data, read_eval_set, read_train_set
-from switchpoint.infer_local import InferSettings, Pass, build_prompts, fit_prompt, infer
-from switchpoint.predictions import Arm, read_predictions
-from switchpoint.prompts import answer_text, model_prompt, render_input
+from switchpoint.core import manifests
+from switchpoint.core import modeling
+from switchpoint.core.contract import JobError
+from switchpoint.core.datafolder import load_task_from_data, read_eval_set, read_train_set
+from switchpoint.infer_local.job import InferSettings, Pass, build_prompts, fit_prompt, infer
+from switchpoint.core.predictions import Arm, read_predictions
+from switchpoint.core.prompts import answer_text, model_prompt, render_input
 
 MODEL = "tiny-gpt-neox"
 SEEDS_SIZES = [(seed, n) for seed in (0, 1) for n in (2, 4, 8)]
@@ -140,7 +141,7 @@ def test_long_prompts_are_cut_from_the_left_of_the_input_text_and_counted(jsquad
 def test_missing_adapter_stops_the_cli_before_any_generation(jsquad_data, adapters, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from switchpoint import infer_local
+    from switchpoint.infer_local import job as infer_local
     from switchpoint.cli import main
 
     root = tmp_path / "ml"
@@ -160,7 +161,7 @@ def test_missing_adapter_stops_the_cli_before_any_generation(jsquad_data, adapte
 
 
 def test_adapter_trained_on_another_base_is_refused(jsquad_data, xlsum_data, adapters, tmp_path, monkeypatch):
-    from switchpoint import infer_local
+    from switchpoint.infer_local import job as infer_local
 
     entry = manifests.get_model(MODEL)
     other = modeling.BaseModel(None, None, entry, modeling.fingerprint(entry, xlsum_data), "cpu", "float32")
@@ -185,7 +186,7 @@ def test_vllm_engine_without_a_gpu_says_so(jsquad_data, adapters, tmp_path):
 
 
 def test_predictions_flow_into_score(jsquad_data, adapters, tmp_path):
-    score = pytest.importorskip("switchpoint.score", reason="the score job is not written yet")
+    score = pytest.importorskip("switchpoint.score.job", reason="the score job is not written yet")
     from click.testing import CliRunner
 
     root = tmp_path / "ml"

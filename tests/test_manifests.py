@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from switchpoint import manifests
-from switchpoint.manifests import ManifestError
+from switchpoint.core import manifests
+from switchpoint.core.manifests import ManifestError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,7 +123,7 @@ def test_a_wheel_carries_the_manifests_and_bundled_data(tmp_path):
     # The installed layout finds manifests next to the package.
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
-    probe = subprocess.run([sys.executable, "-c", "import switchpoint.manifests as m; print(m.manifest_dir()); m.load_sweep('smoke')"],
+    probe = subprocess.run([sys.executable, "-c", "import switchpoint.core.manifests as m; print(m.manifest_dir()); m.load_sweep('smoke')"],
                            capture_output=True, text=True, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, cwd=tmp_path)
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip() == str(target / "switchpoint" / "manifests")

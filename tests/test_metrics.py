@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from switchpoint import metrics
-from switchpoint.contract import JobError
-from switchpoint.metric_names import KNOWN_METRICS
+from switchpoint.score import metrics
+from switchpoint.core.contract import JobError
+from switchpoint.core.metric_names import KNOWN_METRICS
 
 EM, F1, F1_MECAB = metrics.exact_match, metrics.f1, metrics.f1_mecab
 

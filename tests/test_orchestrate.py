@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from switchpoint import backends, manifests
+from switchpoint.orchestration import runners as backends
+from switchpoint.core import manifests
 from switchpoint.cli import main
-from switchpoint.contract import JobError
-from switchpoint.orchestrate import estimate_plan, preflight, run_sweep, step_status
-from switchpoint.steps import plan_steps
-from switchpoint.store import open_store
+from switchpoint.core.contract import JobError
+from switchpoint.orchestration.sweep import estimate_plan, preflight, run_sweep, step_status
+from switchpoint.orchestration.steps import plan_steps
+from switchpoint.core.store import open_store
 
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 ROLE = "arn:aws:iam::123456789012:role/switchpoint-sagemaker"
@@ -172,7 +173,7 @@ def test_sagemaker_needs_s3_a_role_and_registry_images(tmp_path):
     step = [s for s in plan_steps(sweep, manifests.load_task("jsquad")) if s.job == "train"][0]
     with pytest.raises(JobError, match="needs an s3:// store"):
         backends.run_sagemaker(step, open_store(tmp_path), sweep, role_arn=ROLE, registry=REGISTRY)
-    from switchpoint.store import S3Store
+    from switchpoint.core.store import S3Store
 
     with pytest.raises(JobError, match="is not in a registry"):
         backends.run_sagemaker(step, S3Store("b", "p"), sweep, role_arn=ROLE, registry=None, client=_StoppedClient())

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from switchpoint import report
-from switchpoint.contract import JobError
-from switchpoint.predictions import Arm
+from switchpoint.report import job as report
+from switchpoint.core.contract import JobError
+from switchpoint.core.predictions import Arm
 
 EXAMPLES = 10
 SETTINGS = report.ReportSettings(resamples=1000)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from switchpoint.contract import JobError
-from switchpoint.store import LocalStore, S3Store, open_store
+from switchpoint.core.contract import JobError
+from switchpoint.core.store import LocalStore, S3Store, open_store
 
 
 def _exercise(store, tmp_path):

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 
-from switchpoint import manifests
-from switchpoint.orchestrate import run_sweep
-from switchpoint.store import open_store
+from switchpoint.core import manifests
+from switchpoint.orchestration.sweep import run_sweep
+from switchpoint.core.store import open_store
 
 SMOKE_WITH_API = """
 name: smokeapi

@@ -11,10 +11,14 @@ import pytest
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from switchpoint import manifests, modeling, prompts, train as train_job
-from switchpoint.contract import job_paths, write_hyperparameters
-from switchpoint.data import DataSettings, load_task_from_data, prepare, read_eval_set, read_train_set
-from switchpoint.train import TrainSettings, encode_example, train
+from switchpoint.core import manifests
+from switchpoint.core import modeling
+from switchpoint.core import prompts
+from switchpoint.train import job as train_job
+from switchpoint.core.contract import job_paths, write_hyperparameters
+from switchpoint.data.job import DataSettings, prepare
+from switchpoint.core.datafolder import load_task_from_data, read_eval_set, read_train_set
+from switchpoint.train.job import TrainSettings, encode_example, train
 
 FAST = dict(epochs=1, batch_size=2, min_steps=3, learning_rate=1e-2, lora_r=4, lora_alpha=8, lora_dropout=0.0,
             cutoff_len=256)
@@ -272,7 +276,7 @@ def test_several_gpus_relaunch_the_job_under_torchrun_one_process_per_gpu(monkey
 
     import torch
 
-    from switchpoint.train import distributed_relaunch
+    from switchpoint.train.job import distributed_relaunch
 
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from switchpoint.transitions import Axis, analyse, first_confident, first_crossing, fit_log2_linear
+from switchpoint.report.transitions import Axis, analyse, first_confident, first_crossing, fit_log2_linear
 
 
 def test_axis_places_zero_one_step_left_of_the_first_positive_size_and_inverts():

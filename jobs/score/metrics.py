@@ -28,8 +28,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .contract import JobError
-from .metric_names import KNOWN_METRICS
+from switchpoint.core.contract import JobError
+from switchpoint.core.metric_names import KNOWN_METRICS
 
 MetricFn = Callable[[str, Sequence[str]], float]
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")

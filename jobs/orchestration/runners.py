@@ -24,10 +24,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .contract import JobError, job_paths, write_hyperparameters
-from .steps import ML_ROOT, Step
-from .store import S3Store, Store
+from switchpoint import __version__
+from switchpoint.core.contract import JobError, job_paths, write_hyperparameters
+from switchpoint.orchestration.steps import ML_ROOT, Step
+from switchpoint.core.store import S3Store, Store
 
 CONTAINER_ROOT = "/opt/ml"
 # Passed to containers by name only (docker takes the value from this environment), so no secret

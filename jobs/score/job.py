@@ -38,11 +38,13 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from . import manifests, metrics, stats
-from .contract import JobError, job_paths, run_job, settings_from
-from .data import load_task_from_data
-from .predictions import ARM_KINDS, Arm, iter_predictions, prediction_files
-from .store import open_store
+from switchpoint.core import manifests
+from switchpoint.score import metrics
+from switchpoint.core import stats
+from switchpoint.core.contract import JobError, job_paths, run_job, settings_from
+from switchpoint.core.datafolder import load_task_from_data
+from switchpoint.core.predictions import ARM_KINDS, Arm, iter_predictions, prediction_files
+from switchpoint.core.store import open_store
 
 SUMMARY_COLUMNS = ("task", "kind", "model", "n", "seed", "variant", "metric", "mean", "ci_low", "ci_high",
                    "count", "errors")
@@ -310,7 +312,7 @@ class _atomic:
 # --- reading scores and comparing arms (used by the report) -------------------------------------
 def load_scores(path: str | Path) -> list[dict]:
     """Records of a scores.jsonl (or of the scores.jsonl in a folder)."""
-    from .data import read_jsonl
+    from switchpoint.core.datafolder import read_jsonl
 
     path = Path(path)
     if path.is_dir():

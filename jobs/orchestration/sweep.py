@@ -18,10 +18,11 @@ from urllib.parse import urlparse
 
 import click
 
-from . import backends, manifests
-from .contract import JobError, job_paths, run_job
-from .steps import Step, plan_steps
-from .store import Store, open_store
+from switchpoint.orchestration import runners as backends
+from switchpoint.core import manifests
+from switchpoint.core.contract import JobError, job_paths, run_job
+from switchpoint.orchestration.steps import Step, plan_steps
+from switchpoint.core.store import Store, open_store
 
 STEP_JOBS = ("data", "train", "infer-local", "infer-bedrock", "score", "report")
 HUB_HOST = "huggingface.co"
@@ -73,7 +74,7 @@ def run_root(store: Store, sweep: dict, task: dict) -> Store:
 
 def run_data_step(step: Step, run: Store, sweep: dict, task: dict) -> dict:
     """The data step runs here for every backend: light CPU work whose sources may be local files."""
-    from .data import prepare, settings_for_sweep
+    from switchpoint.data.job import prepare, settings_for_sweep
 
     backends.record_run(run, step, backend="local", status="running", started=time.time())
     started = time.monotonic()
@@ -216,9 +217,9 @@ INFER_EFFICIENCY = 0.05  # decoding is memory-bound: a small fraction of peak FL
 def _sample_tokens(task: dict) -> tuple[float, float]:
     """Average prompt and reference tokens of one example, estimated on the bundled sample with the
     same estimator the infer-bedrock dry run uses (rough defaults for a task without a sample)."""
-    from .bedrock_requests import estimate_tokens
-    from .data import read_source, to_canonical
-    from .prompts import render_input
+    from switchpoint.infer_bedrock.requests import estimate_tokens
+    from switchpoint.data.job import read_source, to_canonical
+    from switchpoint.core.prompts import render_input
 
     if "bundled" not in task:
         return 1000.0, 50.0

@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .contract import JobError
-from .predictions import Arm
-from .prompts import build_turns
+from switchpoint.core.contract import JobError
+from switchpoint.core.predictions import Arm
+from switchpoint.core.prompts import build_turns
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 # Bedrock batch quotas (service defaults; the minimum is an adjustable quota, hence a setting).

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .contract import JobError
+from switchpoint.core.contract import JobError
 
 ARM_KINDS = ("finetune", "fewshot-local", "fewshot-api")
 

@@ -13,15 +13,16 @@ from typing import Any
 
 import yaml
 
-from .contract import JobError
+from switchpoint.core.contract import JobError
 
 
 def manifest_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "manifests", here.parent / "manifests"):
+    package = Path(__file__).resolve().parent.parent  # switchpoint/ (jobs/ in a checkout)
+    # A wheel carries manifests/ inside the package; an editable install reads the checkout's.
+    for candidate in (package / "manifests", package.parent / "manifests"):
         if (candidate / "models.yaml").exists():
             return candidate
-    raise JobError(f"cannot find the manifests folder next to {here}; reinstall switchpoint")
+    raise JobError(f"cannot find the manifests folder next to {package}; reinstall switchpoint")
 
 
 def bundled_dir() -> Path:
@@ -388,7 +389,7 @@ def _check_task_fields(task: dict, path: Path) -> None:
     unique = task["sampling"]["unique_field"]
     if unique is not None and unique not in inputs:
         raise ManifestError(f"{path}: at sampling.unique_field: {unique!r} is not in fields.inputs {sorted(inputs)}")
-    from .metric_names import KNOWN_METRICS
+    from switchpoint.core.metric_names import KNOWN_METRICS
 
     for metric in task["metrics"]:
         if metric not in KNOWN_METRICS:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
-from .contract import JobError
+from switchpoint.core.contract import JobError
 
 SUCCESS = "_SUCCESS"
 

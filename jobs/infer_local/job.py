@@ -31,11 +31,12 @@ from typing import Any, Callable
 
 import click
 
-from . import manifests, modeling
-from .contract import JobError, job_paths, run_job, typed_settings
-from .data import data_info, load_task_from_data, read_eval_set, read_train_set
-from .predictions import Arm, prediction_record, write_predictions
-from .prompts import model_prompt, postprocess
+from switchpoint.core import manifests
+from switchpoint.core import modeling
+from switchpoint.core.contract import JobError, job_paths, run_job, typed_settings
+from switchpoint.core.datafolder import data_info, load_task_from_data, read_eval_set, read_train_set
+from switchpoint.core.predictions import Arm, prediction_record, write_predictions
+from switchpoint.core.prompts import model_prompt, postprocess
 
 ARM_CHOICES = ("finetune", "fewshot-local")
 ENGINES = ("hf", "vllm", "lm-eval")
@@ -350,7 +351,7 @@ def base_weights_path(base: modeling.BaseModel, workdir: Path) -> str:
     """A folder or Hub id that lm-eval / vLLM can load the same base from (tiny models are saved)."""
     entry = base.entry
     if entry["source"] == "tiny":
-        from .tiny import save_tiny
+        from switchpoint.core.tiny import save_tiny
 
         return str(save_tiny(base.model, base.tokenizer, workdir / "base"))
     if entry["source"] == "local":
@@ -417,7 +418,7 @@ def infer(settings: InferSettings, data_dir: Path, adapters_dir: Path, out_dir: 
             results = run_vllm(base_weights_path(base, Path(tmp)), entry, passes, adapters_dir, settings,
                                max_new_tokens, stats, progress)
         else:
-            from .lm_eval_engine import run_lm_eval
+            from switchpoint.infer_local.lm_eval_engine import run_lm_eval
 
             results = run_lm_eval(base_weights_path(base, Path(tmp)), entry, task, passes, eval_set, adapters_dir,
                                   settings, max_new_tokens, stats, progress, Path(tmp), base.tokenizer)

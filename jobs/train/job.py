@@ -39,9 +39,11 @@ from typing import Any
 
 import click
 
-from . import manifests, modeling, prompts
-from .contract import JobError, JobPaths, job_paths, run_job, settings_from
-from .data import data_info, load_task_from_data, read_train_set
+from switchpoint.core import manifests
+from switchpoint.core import modeling
+from switchpoint.core import prompts
+from switchpoint.core.contract import JobError, JobPaths, job_paths, run_job, settings_from
+from switchpoint.core.datafolder import data_info, load_task_from_data, read_train_set
 
 ADAPTER_FILES = ("adapter_config.json", "base.json", "train_metrics.json")  # train_metrics.json is written last
 

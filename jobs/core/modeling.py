@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .contract import JobError
+from switchpoint.core.contract import JobError
 
 BASE_MODEL_LOADS = 0
 
@@ -42,7 +42,7 @@ def tiny_texts(task: dict, data_dir: Path) -> list[str]:
 
     Only the training pool, never the eval set, so the tokenizer carries nothing from evaluation.
     """
-    from .data import read_jsonl
+    from switchpoint.core.datafolder import read_jsonl
 
     texts = [task["prompt"]["instruction"], task["prompt"]["input_template"], "入力 出力 文章 質問 要約"]
     for rec in read_jsonl(Path(data_dir) / "pool.jsonl"):
@@ -75,8 +75,8 @@ def load_base(entry: dict, data_dir: Path | None, *, load_in_4bit: bool = False,
     if (load_in_4bit or load_in_8bit) and device != "cuda":
         raise JobError(f"model {entry['name']}: 4-bit/8-bit loading needs a CUDA GPU (bitsandbytes); this job runs on {device}")
     if entry["source"] == "tiny":
-        from .data import load_task_from_data
-        from .tiny import build_tiny
+        from switchpoint.core.datafolder import load_task_from_data
+        from switchpoint.core.tiny import build_tiny
 
         task = load_task_from_data(data_dir)
         model, tokenizer = build_tiny(entry["family"], tiny_texts(task, data_dir),

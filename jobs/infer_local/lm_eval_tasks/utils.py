@@ -3,7 +3,7 @@
 Each document carries its task's stop strings (``stop``), so one filter serves every task.
 """
 
-from switchpoint.prompts import postprocess
+from switchpoint.core.prompts import postprocess
 
 
 def postprocess_responses(resps, docs):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import manifests
-from .contract import encode_value
+from switchpoint.core import manifests
+from switchpoint.core.contract import encode_value
 
 ML_ROOT = "{ml_root}"  # placeholder in step arguments, replaced by the runner with the job's root
 

@@ -32,12 +32,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import costs as cost_model
-from . import manifests, stats
-from .contract import JobError, job_paths, run_job
-from .metric_names import KNOWN_METRICS
-from .store import LocalStore, open_store
-from .transitions import Axis, analyse
+from switchpoint.report import costs as cost_model
+from switchpoint.core import manifests
+from switchpoint.core import stats
+from switchpoint.core.contract import JobError, job_paths, run_job
+from switchpoint.core.metric_names import KNOWN_METRICS
+from switchpoint.core.store import LocalStore, open_store
+from switchpoint.report.transitions import Axis, analyse
 
 ARM_COLS = ["kind", "model", "variant", "n", "seed"]
 GROUP_COLS = ["kind", "model", "variant", "n"]  # an arm with its seeds averaged

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .contract import JobError
-from .predictions import Arm
+from switchpoint.core.contract import JobError
+from switchpoint.core.predictions import Arm
 
 HOURS_PER_MONTH = 730.0  # AWS's convention for monthly instance prices
 ArmKey = tuple  # (kind, model, n, seed, variant): Arm's fields as a hashable tuple

@@ -41,15 +41,13 @@ from typing import Any, Sequence
 
 import click
 
-from . import manifests
-from .bedrock_requests import (BATCH_MAX_FILE_BYTES, BATCH_MAX_RECORDS, ArmPlan, Request, batch_line,
-                               build_arm_requests, context_guard, converse_kwargs, max_output_tokens, messages_body,
-                               split_batches, usd)
-from .contract import JobError, job_paths, run_job, settings_from
-from .data import data_info, load_task_from_data, read_eval_set, read_train_set
-from .predictions import Arm, prediction_record, write_predictions
-from .prompts import postprocess, variant_spec
-from .store import S3Store, Store, open_store
+from switchpoint.core import manifests
+from switchpoint.infer_bedrock.requests import BATCH_MAX_FILE_BYTES, BATCH_MAX_RECORDS, ArmPlan, Request, batch_line, build_arm_requests, context_guard, converse_kwargs, max_output_tokens, messages_body, split_batches, usd
+from switchpoint.core.contract import JobError, job_paths, run_job, settings_from
+from switchpoint.core.datafolder import data_info, load_task_from_data, read_eval_set, read_train_set
+from switchpoint.core.predictions import Arm, prediction_record, write_predictions
+from switchpoint.core.prompts import postprocess, variant_spec
+from switchpoint.core.store import S3Store, Store, open_store
 
 NAME = "infer-bedrock"
 METRICS_FILE = "bedrock_metrics.json"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .contract import JobError
+from switchpoint.core.contract import JobError
 
 Turn = dict[str, str]
 

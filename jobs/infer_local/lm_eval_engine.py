@@ -1,7 +1,7 @@
 """The ``lm-eval`` engine: EleutherAI lm-evaluation-harness, the harness the reference study used.
 
 The task YAMLs in ``lm_eval_tasks/`` (shipped in the package) read a JSONL of documents whose
-``prompt`` is already laid out by ``switchpoint.prompts`` for the model and arm, generate greedily
+``prompt`` is already laid out by ``switchpoint.core.prompts`` for the model and arm, generate greedily
 with ``generate_until`` and post-process with ``prompts.postprocess`` (a custom filter), so lm-eval
 sees exactly the prompts the ``hf`` engine sees. The engine runs lm-eval once per pass (the base
 model, then each adapter through ``peft=`` in model_args), fully offline, and converts its logged
@@ -9,9 +9,9 @@ samples into the predictions contract.
 
 To run lm-eval yourself on the same prompts::
 
-    python -c "from switchpoint.lm_eval_engine import export_docs; export_docs('DATA', 'tiny-gpt-neox', 'switchpoint_lm_eval')"
+    python -c "from switchpoint.infer_local.lm_eval_engine import export_docs; export_docs('DATA', 'tiny-gpt-neox', 'switchpoint_lm_eval')"
     lm-eval run --model hf --model_args pretrained=BASE,peft=ADAPTER \\
-        --include_path "$(python -c 'from switchpoint.lm_eval_engine import TASKS_DIR; print(TASKS_DIR)')" \\
+        --include_path "$(python -c 'from switchpoint.infer_local.lm_eval_engine import TASKS_DIR; print(TASKS_DIR)')" \\
         --tasks switchpoint_jsquad --log_samples --predict_only --output_path results
 
 from the folder holding ``switchpoint_lm_eval/`` (lm-eval resolves relative ``data_files`` against
@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .contract import JobError
+from switchpoint.core.contract import JobError
 
 TASKS_DIR = Path(__file__).parent / "lm_eval_tasks"
 DOCS_FOLDER = "switchpoint_lm_eval"
@@ -57,9 +57,10 @@ def write_docs(path: Path, task: dict, eval_set: list[dict], prompts: list[str])
 
 def export_docs(data_dir: str | Path, model: str, out_dir: str | Path, shots: int = 0, seed: int = 0) -> Path:
     """Write ``<out_dir>/<task>.jsonl`` for running the shipped YAMLs with lm-eval by hand."""
-    from . import manifests, modeling
-    from .data import load_task_from_data, read_eval_set, read_train_set
-    from .infer_local import fit_prompt
+    from switchpoint.core import manifests
+    from switchpoint.core import modeling
+    from switchpoint.core.datafolder import load_task_from_data, read_eval_set, read_train_set
+    from switchpoint.infer_local.job import fit_prompt
 
     task = load_task_from_data(Path(data_dir))
     entry = manifests.get_model(model)
@@ -122,7 +123,7 @@ def samples_to_generations(samples: list[dict], prompts: list[str], tokenizer: A
     lm-eval logs no token counts or latencies: tokens are recounted with the model's tokenizer and
     the pass's wall time is split evenly over its examples.
     """
-    from .infer_local import Generation, count_tokens
+    from switchpoint.infer_local.job import Generation, count_tokens
 
     by_doc = {int(s["doc_id"]): s for s in samples}
     if sorted(by_doc) != list(range(len(prompts))):
@@ -143,7 +144,7 @@ def run_lm_eval(base_path: str, entry: dict, task: dict, passes: list, eval_set:
                 settings: Any, max_new_tokens: int, stats: Any, progress: Callable, workdir: Path,
                 tokenizer: Any) -> dict[int, list]:
     """lm-eval's Python API once per pass; each run loads the base model again (as the study did)."""
-    from .infer_local import adapter_dir
+    from switchpoint.infer_local.job import adapter_dir
 
     with offline_env():
         try:

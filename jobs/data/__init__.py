@@ -1,0 +1,1 @@
+"""The ``data`` job: evaluation set, training pool and nested training sets for a task."""

@@ -1,0 +1,1 @@
+"""The ``report`` job: learning curves, transition points, costs and the recommendation."""

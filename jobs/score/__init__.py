@@ -1,0 +1,1 @@
+"""The ``score`` job: metrics per example and bootstrap intervals per arm."""
