@@ -1,3 +1,3 @@
-from .cli import main
+from switchpoint.cli import main
 
 main()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from switchpoint.data.job import DataSettings, prepare
 
 # The Bedrock fake's fixture (`bedrock_fake`), available to every test module.

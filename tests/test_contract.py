@@ -8,8 +8,15 @@ import sys
 from dataclasses import dataclass
 
 import pytest
-
-from switchpoint.core.contract import JobError, job_paths, read_hyperparameters, run_job, settings_from, typed_settings, write_hyperparameters
+from switchpoint.core.contract import (
+    JobError,
+    job_paths,
+    read_hyperparameters,
+    run_job,
+    settings_from,
+    typed_settings,
+    write_hyperparameters,
+)
 
 
 @dataclass

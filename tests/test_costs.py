@@ -7,11 +7,11 @@ import math
 from pathlib import Path
 
 import pytest
-
-from switchpoint.report import costs
+from switchpoint.core import pricing
 from switchpoint.core.contract import JobError
 from switchpoint.core.manifests import load_api_models, load_prices
 from switchpoint.core.predictions import Arm
+from switchpoint.report import costs
 
 PRICES = load_prices()
 API = load_api_models()
@@ -23,20 +23,20 @@ def _write(path: Path, value) -> None:
 
 
 def test_an_hour_on_a_g5_2xlarge_costs_its_listed_prices():
-    od, spot, basis = costs.job_usd(costs.JobTime("ml.g5.2xlarge", 3600.0, source="x"), PRICES)
+    od, spot, basis = pricing.job_usd(pricing.JobTime("ml.g5.2xlarge", 3600.0, source="x"), PRICES)
     assert od == pytest.approx(1.515) and spot == pytest.approx(0.530) and basis.startswith("wall_s")
 
 
 def test_spot_billable_seconds_are_billed_at_the_on_demand_rate():
     # 1200 billable s of a 3000 s spot job: 1200/3600 * 1.515 = 0.505 measured; on-demand would be 3000 s
-    od, spot, basis = costs.job_usd(costs.JobTime("ml.g5.2xlarge", 3000.0, 1200.0, True, "runs/train-m.json"), PRICES)
+    od, spot, basis = pricing.job_usd(pricing.JobTime("ml.g5.2xlarge", 3000.0, 1200.0, True, "runs/train-m.json"), PRICES)
     assert spot == pytest.approx(0.505) and od == pytest.approx(3000 / 3600 * 1.515)
     assert "runs/train-m.json" in basis
 
 
 def test_unknown_instance_gives_no_dollars():
-    assert costs.job_usd(costs.JobTime("ml.nope", 10.0), PRICES)[:2] == (None, None)
-    assert costs.job_usd(costs.JobTime(None, 10.0), PRICES)[:2] == (None, None)
+    assert pricing.job_usd(pricing.JobTime("ml.nope", 10.0), PRICES)[:2] == (None, None)
+    assert pricing.job_usd(pricing.JobTime(None, 10.0), PRICES)[:2] == (None, None)
 
 
 def test_split_shares_a_job_by_wall_seconds():

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from switchpoint.cli import main
-from switchpoint.data.job import DataSettings, prepare
 from switchpoint.core.datafolder import read_eval_set, read_jsonl, read_train_set
+from switchpoint.data.job import DataSettings, prepare
 
 
 def _prepare(tmp_path: Path, task: str = "jsquad", **kw) -> Path:

@@ -7,12 +7,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from click.testing import CliRunner
-
 from switchpoint.cli import COMMANDS, main
 
 REPO = Path(__file__).resolve().parents[1]

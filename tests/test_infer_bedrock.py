@@ -9,17 +9,18 @@ import shutil
 import boto3
 import pytest
 import yaml
-from click.testing import CliRunner
-
 from bedrock_fake import fast_botocore_retries, message_text
-from switchpoint.infer_bedrock import job as ib
+from click.testing import CliRunner
 from switchpoint.core import manifests
-from switchpoint.infer_bedrock.requests import BATCH_MAX_RECORDS, estimate_tokens, split_batches, usd
 from switchpoint.core.contract import JobError
 from switchpoint.core.datafolder import load_task_from_data, read_eval_set
-from switchpoint.infer_bedrock.job import Settings, infer_bedrock
 from switchpoint.core.predictions import Arm, read_predictions
+from switchpoint.core.pricing import estimate_tokens
+from switchpoint.core.pricing import token_usd as usd
 from switchpoint.core.prompts import render_input
+from switchpoint.infer_bedrock import job as ib
+from switchpoint.infer_bedrock.job import Settings, infer_bedrock
+from switchpoint.infer_bedrock.requests import BATCH_MAX_RECORDS, split_batches
 
 ROLE = "arn:aws:iam::123456789012:role/switchpoint-bedrock-batch"
 API = "claude-haiku-4.5"

@@ -9,14 +9,18 @@ import json
 from pathlib import Path
 
 import pytest
-
-from switchpoint.core import manifests
-from switchpoint.core import modeling
+from switchpoint.core import manifests, modeling
 from switchpoint.core.contract import JobError
-from switchpoint.core.datafolder import load_task_from_data, read_eval_set, read_train_set
-from switchpoint.infer_local.job import InferSettings, Pass, build_prompts, fit_prompt, infer
+from switchpoint.core.datafolder import (
+    load_task_from_data,
+    read_eval_set,
+    read_train_set,
+)
 from switchpoint.core.predictions import Arm, read_predictions
 from switchpoint.core.prompts import answer_text, model_prompt, render_input
+from switchpoint.infer_local.job import infer
+from switchpoint.infer_local.passes import Pass, build_prompts, fit_prompt
+from switchpoint.infer_local.settings import InferSettings
 
 MODEL = "tiny-gpt-neox"
 SEEDS_SIZES = [(seed, n) for seed in (0, 1) for n in (2, 4, 8)]
@@ -140,9 +144,8 @@ def test_long_prompts_are_cut_from_the_left_of_the_input_text_and_counted(jsquad
 
 def test_missing_adapter_stops_the_cli_before_any_generation(jsquad_data, adapters, tmp_path, monkeypatch):
     from click.testing import CliRunner
-
-    from switchpoint.infer_local import job as infer_local
     from switchpoint.cli import main
+    from switchpoint.infer_local import job as infer_local
 
     root = tmp_path / "ml"
     incomplete = root / "processing" / "input" / "adapters"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from switchpoint.core import manifests
 from switchpoint.core.manifests import ManifestError
 

@@ -7,10 +7,9 @@ where MeCab's segmentation matters, the test first pins the tokens it relies on.
 from __future__ import annotations
 
 import pytest
-
-from switchpoint.score import metrics
 from switchpoint.core.contract import JobError
 from switchpoint.core.metric_names import KNOWN_METRICS
+from switchpoint.score import metrics
 
 EM, F1, F1_MECAB = metrics.exact_match, metrics.f1, metrics.f1_mecab
 

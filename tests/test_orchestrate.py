@@ -6,14 +6,18 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from switchpoint.orchestration import runners as backends
-from switchpoint.core import manifests
 from switchpoint.cli import main
+from switchpoint.core import manifests
 from switchpoint.core.contract import JobError
-from switchpoint.orchestration.sweep import estimate_plan, preflight, run_sweep, step_status
-from switchpoint.orchestration.steps import plan_steps
 from switchpoint.core.store import open_store
+from switchpoint.orchestration import runners as backends
+from switchpoint.orchestration.steps import plan_steps
+from switchpoint.orchestration.sweep import (
+    estimate_plan,
+    preflight,
+    run_sweep,
+    step_status,
+)
 
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 ROLE = "arn:aws:iam::123456789012:role/switchpoint-sagemaker"

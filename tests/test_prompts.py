@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import pytest
-
 from switchpoint.core import manifests
 from switchpoint.core.contract import JobError
 from switchpoint.core.datafolder import read_eval_set, read_train_set
-from switchpoint.core.prompts import build_turns, format_prompt, model_prompt, postprocess
+from switchpoint.core.prompts import (
+    build_turns,
+    format_prompt,
+    model_prompt,
+    postprocess,
+)
 
 
 def test_shots_are_earlier_turns_in_order_then_the_question(jsquad_data):
@@ -48,9 +52,8 @@ def test_named_templates_end_where_the_answer_starts(jsquad_data, model, ending)
 
 
 def _tokenizer_with_bos(chat_template: str):
-    from tokenizers import processors
-
     from switchpoint.core.tiny import train_tokenizer
+    from tokenizers import processors
 
     tok = train_tokenizer(["文章 質問 答え system user"] * 3, vocab_size=300)
     tok.add_special_tokens({"bos_token": "<s>"})

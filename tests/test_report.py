@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from switchpoint.report import job as report
 from switchpoint.core.contract import JobError
 from switchpoint.core.predictions import Arm
+from switchpoint.report import job as report
 
 EXAMPLES = 10
 SETTINGS = report.ReportSettings(resamples=1000)

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from switchpoint.score import job as score
-from switchpoint.core import stats
 from switchpoint.cli import main
+from switchpoint.core import stats
 from switchpoint.core.contract import JobError
 from switchpoint.core.datafolder import read_eval_set
 from switchpoint.core.predictions import Arm, prediction_record, write_predictions
+from switchpoint.score import job as score
 
 FINETUNE = Arm("finetune", "tiny-gpt-neox", 8, 0)
 FEWSHOT = Arm("fewshot-api", "claude-haiku-4.5", 8, 0, "full")

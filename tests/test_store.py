@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from switchpoint.core.contract import JobError
 from switchpoint.core.store import LocalStore, S3Store, open_store
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from switchpoint.core import manifests
-from switchpoint.orchestration.sweep import run_sweep
 from switchpoint.core.store import open_store
+from switchpoint.orchestration.sweep import run_sweep
 
 SMOKE_WITH_API = """
 name: smokeapi

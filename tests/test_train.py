@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from safetensors.torch import load_file
-
-from switchpoint.core import manifests
-from switchpoint.core import modeling
-from switchpoint.core import prompts
-from switchpoint.train import job as train_job
+from switchpoint.core import manifests, modeling, prompts
 from switchpoint.core.contract import job_paths, write_hyperparameters
+from switchpoint.core.datafolder import (
+    load_task_from_data,
+    read_eval_set,
+    read_train_set,
+)
 from switchpoint.data.job import DataSettings, prepare
-from switchpoint.core.datafolder import load_task_from_data, read_eval_set, read_train_set
+from switchpoint.train import job as train_job
 from switchpoint.train.job import TrainSettings, encode_example, train
 
 FAST = dict(epochs=1, batch_size=2, min_steps=3, learning_rate=1e-2, lora_r=4, lora_alpha=8, lora_dropout=0.0,
@@ -192,7 +193,6 @@ def test_bad_settings_fail_with_a_one_line_reason_under_a_moved_root(jsquad_data
 
 def test_out_of_gpu_memory_fails_with_advice(jsquad_data, tmp_path, monkeypatch):
     import torch
-
     from switchpoint.cli import main
 
     def out_of_memory(*args, **kwargs):
@@ -275,7 +275,6 @@ def test_several_gpus_relaunch_the_job_under_torchrun_one_process_per_gpu(monkey
     import sys
 
     import torch
-
     from switchpoint.train.job import distributed_relaunch
 
     monkeypatch.delenv("LOCAL_RANK", raising=False)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from switchpoint.report.transitions import Axis, analyse, first_confident, first_crossing, fit_log2_linear
+from switchpoint.report.transitions import (
+    Axis,
+    analyse,
+    first_confident,
+    first_crossing,
+    fit_log2_linear,
+)
 
 
 def test_axis_places_zero_one_step_left_of_the_first_positive_size_and_inverts():

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import click
-
 from switchpoint.core import manifests
 from switchpoint.core.contract import JobError, job_paths, run_job
 from switchpoint.core.store import open_store

@@ -40,14 +40,31 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import click
-
 from switchpoint.core import manifests
-from switchpoint.infer_bedrock.requests import BATCH_MAX_FILE_BYTES, BATCH_MAX_RECORDS, ArmPlan, Request, batch_line, build_arm_requests, context_guard, converse_kwargs, max_output_tokens, messages_body, split_batches, usd
 from switchpoint.core.contract import JobError, job_paths, run_job, settings_from
-from switchpoint.core.datafolder import data_info, load_task_from_data, read_eval_set, read_train_set
+from switchpoint.core.datafolder import (
+    data_info,
+    load_task_from_data,
+    read_eval_set,
+    read_train_set,
+)
 from switchpoint.core.predictions import Arm, prediction_record, write_predictions
+from switchpoint.core.pricing import token_usd
 from switchpoint.core.prompts import postprocess, variant_spec
 from switchpoint.core.store import S3Store, Store, open_store
+from switchpoint.infer_bedrock.requests import (
+    BATCH_MAX_FILE_BYTES,
+    BATCH_MAX_RECORDS,
+    ArmPlan,
+    Request,
+    batch_line,
+    build_arm_requests,
+    context_guard,
+    converse_kwargs,
+    max_output_tokens,
+    messages_body,
+    split_batches,
+)
 
 NAME = "infer-bedrock"
 METRICS_FILE = "bedrock_metrics.json"
@@ -183,7 +200,7 @@ def plan_arms(settings: Settings, data_dir: Path, api_model: dict) -> tuple[dict
                     plan.mode = settings.mode
                 plan.est_input_tokens = sum(r.est_input_tokens for r in requests)
                 plan.est_output_tokens = sum(r.est_output_tokens for r in requests)
-                plan.est_usd = usd(plan.est_input_tokens, plan.est_output_tokens, api_model, batch=plan.mode == "batch")
+                plan.est_usd = token_usd(plan.est_input_tokens, plan.est_output_tokens, api_model, batch=plan.mode == "batch")
                 plans.append(plan)
     return task, plans, max_tokens
 
@@ -565,7 +582,7 @@ def write_metrics(ctx: Context, plans: Sequence[ArmPlan], answers: dict[str, Ans
             row["output_tokens"] += a.output_tokens or 0
             # What this arm costs on its own (its share of duplicates included); the top-level usd
             # below counts each distinct request once, which is the bill.
-            row["usd"] += usd(a.input_tokens or 0, a.output_tokens or 0, api, batch=a.mode == "batch")
+            row["usd"] += token_usd(a.input_tokens or 0, a.output_tokens or 0, api, batch=a.mode == "batch")
             row["records_ok" if a.ok else "records_error"] += 1
             row["records_retried"] += int(a.retried)
             row["truncated_outputs"] += int(a.stop_reason == "max_tokens")
@@ -585,7 +602,7 @@ def write_metrics(ctx: Context, plans: Sequence[ArmPlan], answers: dict[str, Ans
         "records_retried": sum(r["records_retried"] for r in arms),
         "truncated_outputs": sum(r["truncated_outputs"] for r in arms),
         "input_tokens": sum(a.input_tokens or 0 for a in paid), "output_tokens": sum(a.output_tokens or 0 for a in paid),
-        "usd": round(sum(usd(a.input_tokens or 0, a.output_tokens or 0, api, batch=a.mode == "batch") for a in paid), 6),
+        "usd": round(sum(token_usd(a.input_tokens or 0, a.output_tokens or 0, api, batch=a.mode == "batch") for a in paid), 6),
         "wall_s": round(time.time() - started, 3),
         "arms": arms,
     }

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from switchpoint.core.contract import JobError
 from switchpoint.core.predictions import Arm
+from switchpoint.core.pricing import estimate_tokens
 from switchpoint.core.prompts import build_turns
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
@@ -57,20 +58,6 @@ def record_id(arm_index: int, example_index: int) -> str:
         raise JobError(f"record id out of range (arm {arm_index}, example {example_index}); "
                        f"at most {MAX_ARMS} arms and {MAX_EXAMPLES} eval examples per run; split the run")
     return f"R{arm_index:03d}{example_index:07d}"
-
-
-def estimate_tokens(text: str) -> int:
-    """A deliberately high estimate of Claude's token count for ``text``.
-
-    Claude's tokenizer is not public, so we count characters. Japanese kana and kanji come out at
-    roughly 0.7-1 token per character with Claude 3/4 tokenizers; counting every non-ASCII
-    character as one token keeps us at or above the truth. ASCII runs (numbers, Latin words,
-    markup) average about 4 characters per token in English; we use 3 to stay on the high side.
-    A high estimate makes the context guard skip rather than overflow and ``--max-usd`` refuse
-    rather than overspend.
-    """
-    ascii_chars = sum(1 for ch in text if ord(ch) < 128)
-    return (len(text) - ascii_chars) + math.ceil(ascii_chars / 3)
 
 
 # Per-message framing (role markers) and the request's own framing, in tokens; generous guesses.
@@ -168,12 +155,3 @@ def split_batches(sizes: Sequence[int], max_records: int = BATCH_MAX_RECORDS,
         if all(sum(sizes[a:b]) <= max_bytes for a, b in bounds):
             return bounds
         parts += 1  # uneven record sizes: one more part until every file fits
-
-
-# --- prices --------------------------------------------------------------------------------------
-def usd(input_tokens: int, output_tokens: int, api_model: dict, *, batch: bool) -> float:
-    """Dollars for the tokens at api_models.yaml prices, with the batch discount for batch records."""
-    price = (input_tokens * float(api_model["input_per_mtok"]) + output_tokens * float(api_model["output_per_mtok"])) / 1e6
-    if batch:
-        price *= 1.0 - float(api_model["batch_discount"])
-    return price

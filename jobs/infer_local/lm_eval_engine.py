@@ -57,10 +57,13 @@ def write_docs(path: Path, task: dict, eval_set: list[dict], prompts: list[str])
 
 def export_docs(data_dir: str | Path, model: str, out_dir: str | Path, shots: int = 0, seed: int = 0) -> Path:
     """Write ``<out_dir>/<task>.jsonl`` for running the shipped YAMLs with lm-eval by hand."""
-    from switchpoint.core import manifests
-    from switchpoint.core import modeling
-    from switchpoint.core.datafolder import load_task_from_data, read_eval_set, read_train_set
-    from switchpoint.infer_local.job import fit_prompt
+    from switchpoint.core import manifests, modeling
+    from switchpoint.core.datafolder import (
+        load_task_from_data,
+        read_eval_set,
+        read_train_set,
+    )
+    from switchpoint.infer_local.passes import fit_prompt
 
     task = load_task_from_data(Path(data_dir))
     entry = manifests.get_model(model)
@@ -123,7 +126,7 @@ def samples_to_generations(samples: list[dict], prompts: list[str], tokenizer: A
     lm-eval logs no token counts or latencies: tokens are recounted with the model's tokenizer and
     the pass's wall time is split evenly over its examples.
     """
-    from switchpoint.infer_local.job import Generation, count_tokens
+    from switchpoint.infer_local.passes import Generation, count_tokens
 
     by_doc = {int(s["doc_id"]): s for s in samples}
     if sorted(by_doc) != list(range(len(prompts))):
@@ -144,7 +147,7 @@ def run_lm_eval(base_path: str, entry: dict, task: dict, passes: list, eval_set:
                 settings: Any, max_new_tokens: int, stats: Any, progress: Callable, workdir: Path,
                 tokenizer: Any) -> dict[int, list]:
     """lm-eval's Python API once per pass; each run loads the base model again (as the study did)."""
-    from switchpoint.infer_local.job import adapter_dir
+    from switchpoint.infer_local.passes import adapter_dir
 
     with offline_env():
         try:

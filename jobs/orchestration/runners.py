@@ -26,8 +26,8 @@ from typing import Any
 
 from switchpoint import __version__
 from switchpoint.core.contract import JobError, job_paths, write_hyperparameters
-from switchpoint.orchestration.steps import ML_ROOT, Step
 from switchpoint.core.store import S3Store, Store
+from switchpoint.orchestration.steps import ML_ROOT, Step
 
 CONTAINER_ROOT = "/opt/ml"
 # Passed to containers by name only (docker takes the value from this environment), so no secret

@@ -17,12 +17,12 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 import click
-
-from switchpoint.orchestration import runners as backends
-from switchpoint.core import manifests
+from switchpoint.core import manifests, pricing
 from switchpoint.core.contract import JobError, job_paths, run_job
-from switchpoint.orchestration.steps import Step, plan_steps
+from switchpoint.core.pricing import estimate_tokens
 from switchpoint.core.store import Store, open_store
+from switchpoint.orchestration import runners as backends
+from switchpoint.orchestration.steps import Step, plan_steps
 
 STEP_JOBS = ("data", "train", "infer-local", "infer-bedrock", "score", "report")
 HUB_HOST = "huggingface.co"
@@ -217,9 +217,8 @@ INFER_EFFICIENCY = 0.05  # decoding is memory-bound: a small fraction of peak FL
 def _sample_tokens(task: dict) -> tuple[float, float]:
     """Average prompt and reference tokens of one example, estimated on the bundled sample with the
     same estimator the infer-bedrock dry run uses (rough defaults for a task without a sample)."""
-    from switchpoint.infer_bedrock.requests import estimate_tokens
-    from switchpoint.data.job import read_source, to_canonical
     from switchpoint.core.prompts import render_input
+    from switchpoint.data.job import read_source, to_canonical
 
     if "bundled" not in task:
         return 1000.0, 50.0
@@ -232,7 +231,7 @@ def _sample_tokens(task: dict) -> tuple[float, float]:
 
 def estimate_plan(sweep: dict, task: dict) -> list[dict[str, Any]]:
     """Rows of (step, instance, hours, dollars, API records/tokens) before anything runs."""
-    prices = manifests.load_prices()["instances"]
+    prices = manifests.load_prices()
     models = manifests.load_models()
     api_models = manifests.load_api_models()
     sizes = manifests.sweep_sizes(sweep, task["name"])
@@ -241,9 +240,7 @@ def estimate_plan(sweep: dict, task: dict) -> list[dict[str, Any]]:
     eval_count = sweep["data"]["eval_size"] or 1000
     rows = []
     for step in plan_steps(sweep, task):
-        price = prices.get(step.instance_type, {"on_demand_per_hour": 0.0, "spot_per_hour": 0.0, "gpus": 0})
-        hourly = (price.get("spot_per_hour") or price["on_demand_per_hour"]) if step.spot else price["on_demand_per_hour"]
-        tflops = price.get("gpu_tflops_bf16") or 0
+        tflops = prices["instances"].get(step.instance_type, {}).get("gpu_tflops_bf16") or 0
         row: dict[str, Any] = {"step": step.name, "job": step.job, "instance": step.instance_type, "hours": 0.0,
                                "usd": 0.0, "api_records": 0, "api_input_tokens": 0, "api_output_tokens": 0}
         if step.job == "train":
@@ -271,12 +268,11 @@ def estimate_plan(sweep: dict, task: dict) -> list[dict[str, Any]]:
             input_tokens = eval_count * sum((k + 1) * in_tokens + k * ref_tokens for k in shots) * len(seeds) * variants
             output_tokens = records * ref_tokens * 1.2
             batch = fs["mode"] == "batch" or (fs["mode"] == "auto" and eval_count >= 100)
-            factor = 1 - api["batch_discount"] if batch else 1.0
             row.update(api_records=records, api_input_tokens=int(input_tokens), api_output_tokens=int(output_tokens))
-            row["usd"] = (input_tokens * api["input_per_mtok"] + output_tokens * api["output_per_mtok"]) / 1e6 * factor
+            row["usd"] = pricing.token_usd(input_tokens, output_tokens, api, batch=batch)
         else:
             row["hours"] = 0.05 if step.instance_type != "local" else 0.0
-        row["usd"] += row["hours"] * hourly
+        row["usd"] += pricing.estimate_usd(row["hours"] * 3600, step.instance_type, prices, spot=step.spot)
         rows.append(row)
     return rows
 
@@ -326,7 +322,7 @@ def _runner_alive(record: dict) -> bool:
 
 
 def step_status(sweep: dict, task: dict, store: Store) -> list[dict[str, Any]]:
-    prices = manifests.load_prices()["instances"]
+    prices = manifests.load_prices()
     run = run_root(store, sweep, task)
     rows = []
     for step in plan_steps(sweep, task):
@@ -340,9 +336,8 @@ def step_status(sweep: dict, task: dict, store: Store) -> list[dict[str, Any]]:
         else:
             state = "pending"
         seconds = record.get("billable_s") or record.get("wall_s") or 0.0
-        price = prices.get(step.instance_type, {"on_demand_per_hour": 0.0})
-        hourly = (price.get("spot_per_hour") or price["on_demand_per_hour"]) if step.spot else price["on_demand_per_hour"]
-        usd = seconds / 3600 * hourly if state in ("done", "failed") else 0.0
+        job = pricing.JobTime(step.instance_type, record.get("wall_s"), record.get("billable_s"), step.spot)
+        usd = pricing.spent_usd(job, prices) if state in ("done", "failed") else 0.0
         if step.job == "infer-bedrock" and run.exists(f"{step.output}/bedrock_metrics.json"):
             usd += float(run.read_json(f"{step.output}/bedrock_metrics.json").get("usd") or 0.0)
         rows.append({"step": step.name, "state": state, "backend": record.get("backend", "-"),

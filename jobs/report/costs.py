@@ -25,8 +25,16 @@ from typing import Any, Iterable
 
 from switchpoint.core.contract import JobError
 from switchpoint.core.predictions import Arm
+from switchpoint.core.pricing import (
+    HOURS_PER_MONTH,
+    JobTime,
+    batch_usd,
+    cached_usd,
+    instance_rates,
+    job_usd,
+    token_usd,
+)
 
-HOURS_PER_MONTH = 730.0  # AWS's convention for monthly instance prices
 ArmKey = tuple  # (kind, model, n, seed, variant): Arm's fields as a hashable tuple
 
 
@@ -54,46 +62,7 @@ def parse_arm(value: Any, where: str) -> Arm:
                        "'finetune__model__n=8__seed=0'") from err
 
 
-# --- instances -------------------------------------------------------------------------------
-def instance_rates(prices: dict, instance_type: str | None) -> tuple[float | None, float | None]:
-    """(on-demand, spot) dollars per hour; None where the instance or its spot price is unknown."""
-    if not instance_type:
-        return None, None
-    entry = prices["instances"].get(instance_type)
-    if entry is None:
-        return None, None
-    return float(entry["on_demand_per_hour"]), (None if entry.get("spot_per_hour") is None else float(entry["spot_per_hour"]))
-
-
-def usd(seconds: float | None, per_hour: float | None) -> float | None:
-    if seconds is None or per_hour is None:
-        return None
-    return float(seconds) / 3600.0 * per_hour
-
-
-@dataclass
-class JobTime:
-    """One instance job (a train or infer-local step) and where its figures came from."""
-
-    instance_type: str | None
-    wall_s: float | None
-    billable_s: float | None = None
-    spot: bool = False
-    source: str = ""
-
-
-def job_usd(job: JobTime, prices: dict) -> tuple[float | None, float | None, str]:
-    """(on-demand $, spot $, basis) of one job; see the module docstring for the rules."""
-    on_demand, spot = instance_rates(prices, job.instance_type)
-    if on_demand is None:
-        return None, None, f"no price for instance {job.instance_type!r}"
-    if job.billable_s is not None and job.spot:
-        return usd(job.wall_s, on_demand), usd(job.billable_s, on_demand), f"spot billable_s ({job.source})"
-    if job.billable_s is not None:
-        return usd(job.billable_s, on_demand), usd(job.wall_s, spot), f"billable_s ({job.source})"
-    return usd(job.wall_s, on_demand), usd(job.wall_s, spot), f"wall_s ({job.source})"
-
-
+# --- instances ---------------------------------------------------------------------------------
 def split(total: float | None, weights: dict[Any, float]) -> dict[Any, float | None]:
     """Share a job's dollars among its parts in proportion to ``weights`` (equal if all are 0)."""
     whole = sum(weights.values())
@@ -113,44 +82,17 @@ class ApiUsage:
     prefix_tokens: float | None = None  # shared shot prefix per request (for the caching estimate)
 
 
-def on_demand_usd(input_tokens: float, output_tokens: float, api: dict) -> float:
-    return input_tokens / 1e6 * api["input_per_mtok"] + output_tokens / 1e6 * api["output_per_mtok"]
-
-
-def batch_usd(input_tokens: float, output_tokens: float, api: dict) -> float | None:
-    """Batch price, or None when the model has no batch discount (no batch inference)."""
-    discount = float(api.get("batch_discount") or 0.0)
-    return None if discount <= 0 else on_demand_usd(input_tokens, output_tokens, api) * (1 - discount)
-
-
-def cached_usd(records: float, input_tokens: float, output_tokens: float, prefix_tokens: float | None,
-               api: dict) -> float | None:
-    """On-demand price with the shared shot prefix cached: one cache write, then a read per request.
-
-    Assumes the requests run back to back, so the cache (5-minute lifetime) stays warm, and that the
-    prefix is long enough to be cached (Claude models have a minimum cacheable length). None when the
-    model has no cache prices or the prefix is unknown.
-    """
-    write, read = api.get("cache_write_per_mtok"), api.get("cache_read_per_mtok")
-    if write is None or read is None or prefix_tokens is None or records <= 0:
-        return None
-    prefix = min(max(prefix_tokens, 0.0), input_tokens / records)
-    uncached_input = input_tokens - prefix * records
-    return (prefix / 1e6 * write + prefix * (records - 1) / 1e6 * read
-            + uncached_input / 1e6 * api["input_per_mtok"] + output_tokens / 1e6 * api["output_per_mtok"])
-
-
 def api_costs(usage: ApiUsage, api: dict) -> dict[str, float | None]:
     """Dollars for the evaluation run and per 1,000 requests, on-demand, batch and cached."""
     r, i, o = usage.records, usage.input_tokens, usage.output_tokens
     out: dict[str, float | None] = {
-        "api_usd": on_demand_usd(i, o, api),
+        "api_usd": token_usd(i, o, api),
         "api_usd_batch": batch_usd(i, o, api),
         "api_usd_cached": cached_usd(r, i, o, usage.prefix_tokens, api),
     }
     if r > 0:
         scale = 1000.0 / r
-        out["api_per_1k"] = on_demand_usd(i * scale, o * scale, api)
+        out["api_per_1k"] = token_usd(i * scale, o * scale, api)
         out["api_per_1k_batch"] = batch_usd(i * scale, o * scale, api)
         out["api_per_1k_cached"] = cached_usd(1000, i * scale, o * scale, usage.prefix_tokens, api)
     else:

@@ -30,15 +30,13 @@ from typing import Any
 import click
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
-
-from switchpoint.report import costs as cost_model
-from switchpoint.core import manifests
-from switchpoint.core import stats
+from switchpoint.core import manifests, stats
 from switchpoint.core.contract import JobError, job_paths, run_job
 from switchpoint.core.metric_names import KNOWN_METRICS
 from switchpoint.core.store import LocalStore, open_store
+from switchpoint.report import costs as cost_model
 from switchpoint.report.transitions import Axis, analyse
+from tqdm import tqdm
 
 ARM_COLS = ["kind", "model", "variant", "n", "seed"]
 GROUP_COLS = ["kind", "model", "variant", "n"]  # an arm with its seeds averaged

@@ -36,15 +36,18 @@ from urllib.parse import urlparse
 
 import click
 import numpy as np
-from tqdm import tqdm
-
-from switchpoint.core import manifests
-from switchpoint.score import metrics
-from switchpoint.core import stats
+from switchpoint.core import manifests, stats
 from switchpoint.core.contract import JobError, job_paths, run_job, settings_from
 from switchpoint.core.datafolder import load_task_from_data
-from switchpoint.core.predictions import ARM_KINDS, Arm, iter_predictions, prediction_files
+from switchpoint.core.predictions import (
+    ARM_KINDS,
+    Arm,
+    iter_predictions,
+    prediction_files,
+)
 from switchpoint.core.store import open_store
+from switchpoint.score import metrics
+from tqdm import tqdm
 
 SUMMARY_COLUMNS = ("task", "kind", "model", "n", "seed", "variant", "metric", "mean", "ci_low", "ci_high",
                    "count", "errors")

@@ -27,7 +27,6 @@ from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
-
 from switchpoint.core.contract import JobError
 from switchpoint.core.metric_names import KNOWN_METRICS
 

@@ -38,11 +38,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-
-from switchpoint.core import manifests
-from switchpoint.core import modeling
-from switchpoint.core import prompts
-from switchpoint.core.contract import JobError, JobPaths, job_paths, run_job, settings_from
+from switchpoint.core import manifests, modeling, prompts
+from switchpoint.core.contract import (
+    JobError,
+    JobPaths,
+    job_paths,
+    run_job,
+    settings_from,
+)
 from switchpoint.core.datafolder import data_info, load_task_from_data, read_train_set
 
 ADAPTER_FILES = ("adapter_config.json", "base.json", "train_metrics.json")  # train_metrics.json is written last

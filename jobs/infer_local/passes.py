@@ -1,0 +1,142 @@
+"""Generation passes of the infer-local job: which model state meets which shots, and their prompts.
+
+Shared by every engine (hf, vLLM, lm-eval), so all of them see the same passes and prompt texts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from switchpoint.core import modeling
+from switchpoint.core.contract import JobError
+from switchpoint.core.datafolder import read_train_set
+from switchpoint.core.predictions import Arm
+from switchpoint.core.prompts import model_prompt
+from switchpoint.infer_local.settings import InferSettings
+
+
+@dataclass
+class Pass:
+    """One generation pass: a model state over the evaluation set with fixed shots."""
+
+    adapter: tuple[int, int] | None  # (seed, n) of the adapter, None for the base model
+    shots: tuple[int, int] | None  # (seed, k) of the shots, None for zero-shot
+    arms: list[Arm]
+    prompts: list[str] = field(default_factory=list)
+    truncated: int = 0
+    skipped: str | None = None
+
+    @property
+    def label(self) -> str:
+        model = "base" if self.adapter is None else f"adapter seed={self.adapter[0]} n={self.adapter[1]}"
+        shots = "" if self.shots is None else f" + {self.shots[1]} shots (seed={self.shots[0]})"
+        return model + shots
+
+
+@dataclass
+class Generation:
+    """What an engine returns per example: raw text (before post-processing) and its costs."""
+
+    text: str
+    input_tokens: int | None
+    output_tokens: int | None
+    latency_s: float | None
+
+
+@dataclass
+class EngineStats:
+    base_model_loads: int = 0
+    adapter_switches: int = 0
+    pass_wall_s: dict[int, float] = field(default_factory=dict)
+
+
+# --- planning ----------------------------------------------------------------------------------
+def adapter_dir(adapters_dir: Path, seed: int, n: int) -> Path:
+    return Path(adapters_dir) / f"seed={seed}" / f"n={n}"
+
+
+def plan_passes(settings: InferSettings, model_key: str, sizes: list[int], seeds: list[int],
+                shots: list[int]) -> list[Pass]:
+    """Passes in run order: the base model's passes first (before any adapter is attached)."""
+    passes: dict[tuple, Pass] = {}
+
+    def add(adapter, shot_key, arm):
+        passes.setdefault((adapter is not None, adapter or (), shot_key or ()), Pass(adapter, shot_key, [])).arms.append(arm)
+
+    for seed in seeds:
+        if "finetune" in settings.arms:
+            for n in sizes:
+                add((seed, n) if n > 0 else None, None, Arm("finetune", model_key, n, seed))
+        if "fewshot-local" in settings.arms:
+            for k in shots:
+                add(None, (seed, k) if k > 0 else None, Arm("fewshot-local", model_key, k, seed))
+    return [passes[key] for key in sorted(passes)]
+
+
+def check_adapters(passes: list[Pass], adapters_dir: Path, probe: modeling.BaseModel) -> None:
+    """Every requested adapter exists and was trained on this base, before anything is generated."""
+    for p in passes:
+        if p.adapter is None:
+            continue
+        where = adapter_dir(adapters_dir, *p.adapter)
+        if not (where / "adapter_config.json").is_file():
+            raise JobError(f"{where}: no adapter for seed={p.adapter[0]}, N={p.adapter[1]} (adapter_config.json missing); "
+                           "run `switchpoint train` for this size and seed, or drop the size with --sizes")
+        modeling.check_base_info(where, probe)
+
+
+# --- prompts and context truncation ------------------------------------------------------------
+def count_tokens(tokenizer: Any, text: str) -> int:
+    # The tokenizer's own special tokens (a BOS for Llama) are part of what the model sees.
+    return len(tokenizer(text)["input_ids"])
+
+
+def fit_prompt(task: dict, entry: dict, example: dict, shots: list[dict], tokenizer: Any,
+               budget: int) -> tuple[str | None, bool]:
+    """(prompt, truncated): the prompt cut from the LEFT of the task's ``truncate_field`` until it fits.
+
+    Only the evaluated example's truncate field is cut, never the instruction, the shots, the other
+    inputs or the answer slot; (None, False) when the prompt does not fit even with that field empty.
+    """
+    prompt = model_prompt(task, entry, example, shots, tokenizer)
+    length = count_tokens(tokenizer, prompt)
+    if length <= budget:
+        return prompt, False
+    name = task["prompt"].get("truncate_field")
+    text = str(example.get(name, "")) if name else ""
+    if not text:
+        return None, False
+    # Offsets map tokens to characters, so the cut falls on a character boundary even where a
+    # byte-level BPE splits one character over two tokens.
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    drop = length - budget
+    while True:
+        start = offsets[drop][0] if drop < len(offsets) else len(text)
+        prompt = model_prompt(task, entry, {**example, name: text[start:]}, shots, tokenizer)
+        length = count_tokens(tokenizer, prompt)
+        if length <= budget:
+            return prompt, True
+        if start >= len(text):
+            return None, False
+        drop += length - budget  # token boundaries can shift at the cut; cut the excess again
+
+
+def build_prompts(p: Pass, task: dict, entry: dict, eval_set: list[dict], data_dir: Path, tokenizer: Any,
+                  budget: int) -> None:
+    shots = read_train_set(data_dir, *p.shots) if p.shots else []
+    for example in eval_set:
+        prompt, truncated = fit_prompt(task, entry, example, shots, tokenizer, budget)
+        if prompt is None:
+            need = count_tokens(tokenizer, model_prompt(task, entry, {**example, task["prompt"].get("truncate_field") or "": ""},
+                                                        shots, tokenizer))
+            why = (f"{len(shots)} shots alone need {need} prompt tokens (example {example['id']!r}, input text removed), "
+                   f"more than the {budget} left of the model's {entry.get('context_length')}-token context")
+            if shots:
+                p.skipped, p.prompts, p.truncated = why, [], 0
+                return
+            raise JobError(f"model {entry['name']}: the zero-shot prompt needs {need} tokens even without its input text, "
+                           f"more than {budget}; raise context_length in models.yaml or lower --max-new-tokens")
+        p.prompts.append(prompt)
+        p.truncated += truncated
