@@ -40,7 +40,6 @@ def save(section: str, figures: dict) -> None:
 def make_adapters(base, root: Path, targets: list[str], seeds=SEEDS, sizes=SIZES) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
-
     from switchpoint.core import modeling
 
     for seed in seeds:
@@ -64,15 +63,14 @@ def run(cmd: list[str], env: dict | None = None) -> float:
 
 
 def bench_tiny(eval_size: int, batch_size: int) -> dict:
-    from switchpoint.core import manifests
-    from switchpoint.core import modeling
-    from switchpoint.data.job import DataSettings, prepare
+    from switchpoint.core import manifests, modeling
     from switchpoint.core.datafolder import load_task_from_data, read_eval_set
-    from switchpoint.infer_local.job import fit_prompt
-    from switchpoint.infer_local.lm_eval_engine import include_dir, write_docs
     from switchpoint.core.predictions import Arm, read_predictions
     from switchpoint.core.prompts import postprocess
     from switchpoint.core.tiny import save_tiny
+    from switchpoint.data.job import DataSettings, prepare
+    from switchpoint.infer_local.job import fit_prompt
+    from switchpoint.infer_local.lm_eval_engine import include_dir, write_docs
 
     model = "tiny-gpt-neox"
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
@@ -133,14 +131,13 @@ def bench_tiny(eval_size: int, batch_size: int) -> dict:
 def bench_gpu(config_name: str, eval_size: int, batch_size: int) -> dict:
     """vllm vs hf on a ~1B model of a real architecture's shape; needs CUDA and switchpoint[vllm]."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     from switchpoint.core import modeling
-    from switchpoint.data.job import DataSettings, prepare
     from switchpoint.core.datafolder import read_jsonl
-    from switchpoint.infer_local.job import InferSettings, infer
     from switchpoint.core.predictions import Arm, read_predictions
     from switchpoint.core.tiny import train_tokenizer
+    from switchpoint.data.job import DataSettings, prepare
+    from switchpoint.infer_local.job import InferSettings, infer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     if not torch.cuda.is_available():
         sys.exit("--gpu-config needs a CUDA GPU")

@@ -35,10 +35,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from switchpoint.score import metrics
 from switchpoint.core import stats
 from switchpoint.core.manifests import bundled_dir
+from switchpoint.score import metrics
 
 REPEATS = 5
 JSQUAD_PAIRS, XLSUM_PAIRS = 4_442, 889
@@ -134,8 +133,8 @@ def main() -> dict:
                                                    {str(i): 1 - v for i, v in enumerate(values)}, 10_000, 0))
 
     # the whole job on the JSQuAD pairs as 4 arms (read + validate + 3 metrics + 10,000-resample intervals)
-    from switchpoint.score import job as score
     from switchpoint.core.predictions import Arm, prediction_record, write_predictions
+    from switchpoint.score import job as score
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "preds"

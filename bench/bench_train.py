@@ -58,11 +58,9 @@ def bench_gpu(name: str, seq_len: int, batch_size: int, steps: int, layers: int 
     """The job's per-adapter loop on a ~1B model built from a config; tokens/s, MFU, peak memory."""
     import torch
     from accelerate import Accelerator
-    from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig
-
-    from switchpoint.core import modeling
-    from switchpoint.core import tiny
+    from switchpoint.core import modeling, tiny
     from switchpoint.train.job import Hyper, train_adapter
+    from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig
 
     family, shape, targets = GPU_CONFIGS[name]
     shape = dict(shape, **({"num_hidden_layers": layers} if layers else {}))

@@ -54,3 +54,44 @@ def read_train_set(data_dir: Path, seed: int, n: int) -> list[dict]:
         raise JobError(f"{path}: no training set for seed={seed}, N={n}; the data job prepared sizes {info['sizes']} "
                        f"and seeds {info['seeds']}")
     return read_jsonl(path)
+
+
+# --- the run's resolved manifests, carried in the data folder -----------------------------------
+MODELS_FILE = "models.json"  # {"models": {name: entry}, "api_models": {name: entry}} of the sweep
+SWEEP_FILE = "sweep.json"  # the resolved sweep the data folder was prepared for
+
+
+def _resolved(data_dir: Path, name: str) -> dict | None:
+    path = Path(data_dir) / name
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise JobError(f"{path}: unreadable ({err}); re-run the data step") from err
+
+
+def model_entry(data_dir: Path, name: str) -> dict:
+    """A model's manifest entry as the sweep resolved it (a user's own model travels with the data
+    folder, never as a host path); the packaged models.yaml for a data folder without one."""
+    resolved = _resolved(data_dir, MODELS_FILE)
+    if resolved is not None and name in resolved.get("models", {}):
+        return {**resolved["models"][name], "name": name}
+    from switchpoint.core.manifests import get_model
+
+    return get_model(name)
+
+
+def api_model_entry(data_dir: Path, name: str) -> dict:
+    """An API model's manifest entry as the sweep resolved it (else the packaged api_models.yaml)."""
+    resolved = _resolved(data_dir, MODELS_FILE)
+    if resolved is not None and name in resolved.get("api_models", {}):
+        return {**resolved["api_models"][name], "name": name}
+    from switchpoint.core.manifests import get_api_model
+
+    return get_api_model(name)
+
+
+def resolved_sweep(data_dir: Path) -> dict | None:
+    """The sweep this data folder was prepared for (None when the data job ran without one)."""
+    return _resolved(data_dir, SWEEP_FILE)
