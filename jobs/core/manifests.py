@@ -8,6 +8,8 @@ installed the wheel finds them; in a source checkout they are read from ``<repo>
 from __future__ import annotations
 
 import copy
+import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,11 @@ _SOURCE = {
     "properties": {
         "type": {"enum": ["hub", "url", "file", "store", "bundled"]},
         "uri": {"type": "string", "minLength": 1},
-        "format": {"enum": ["squad-json", "jsonl", "hub"]},
+        # parquet: a Parquet file read with the `datasets` parquet builder (locally, or on the Hub as
+        # hf://datasets/<uri>@<revision>/<path>); hub: a Hub dataset by name (no loading scripts).
+        "format": {"enum": ["squad-json", "jsonl", "hub", "parquet"]},
+        "revision": {"type": "string", "minLength": 1},
+        "path": {"type": "string", "minLength": 1},
         "config": {"type": ["string", "null"]},
         "split": {"type": ["string", "null"]},
     },
@@ -138,7 +144,11 @@ MODELS_SCHEMA: dict[str, Any] = {
                     "params_b": {"type": "number"},
                     "context_length": {"type": "integer", "minimum": 16},
                     "lora_target_modules": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-                    "prompt_format": {"enum": ["chat-template", "alpaca", "rinna", "plain", "elyza", "llama2"]},
+                    "prompt_format": {"enum": ["chat-template", "alpaca", "swallow", "rinna", "rinna-bilingual", "plain",
+                                               "elyza", "llama2"]},
+                    "add_bos": {"type": "boolean"},
+                    "newline": {"type": "string", "minLength": 1},
+                    "tokenizer": {"enum": ["auto", "sentencepiece"]},
                     "instance_type": {"type": "string"},
                     "load_in_4bit": {"type": "boolean"},
                     "trust_remote_code": {"type": "boolean"},
@@ -233,7 +243,10 @@ SWEEP_SCHEMA: dict[str, Any] = {
         },
         "sizes": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}, "uniqueItems": True},
         "seeds": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}, "uniqueItems": True},
-        "models": {"type": "array", "items": {"type": "string"}},
+        # Every seed is drawn only for N <= seeds_up_to_n; larger N use the first seed (null: every N).
+        "seeds_up_to_n": {"type": ["integer", "null"], "minimum": 0},
+        # A packaged model by name, or a user's own model: {name: ..., source: hub, hub_id, revision, ...}.
+        "models": {"type": "array", "items": {"type": ["string", "object"]}},
         "api_models": {"type": "array", "items": {"type": "string"}},
         "fewshot_local": {
             "type": "object",
@@ -371,7 +384,16 @@ def load_task(name_or_path: str | Path) -> dict:
                 source["uri"] = str((path.parent / source["uri"]).resolve())
     _check_task_fields(task, path)
     task["manifest_path"] = str(path)
+    task["store_key"] = task_store_key(task["name"], path)
     return task
+
+
+def task_store_key(name: str, path: Path) -> str:
+    """The task's folder in the store: its name for a packaged task, else its name and a hash of the
+    manifest's bytes, so two task files with the same ``name:`` never share (and overwrite) a folder."""
+    if Path(path).resolve() == (manifest_dir() / "tasks" / f"{name}.yaml").resolve():
+        return name
+    return f"{name}-{hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8]}"
 
 
 def _check_task_fields(task: dict, path: Path) -> None:
@@ -397,14 +419,23 @@ def _check_task_fields(task: dict, path: Path) -> None:
         raise ManifestError(f"{path}: at primary_metric: {task['primary_metric']!r} is not one of metrics")
 
 
+MODEL_NAME = r"[a-z0-9][a-z0-9._-]*"
+MODEL_ENTRY_SCHEMA: dict[str, Any] = MODELS_SCHEMA["properties"]["models"]["additionalProperties"]
+
+
+def _check_model(name: str, entry: dict, where: str) -> dict:
+    if entry["source"] == "hub" and "hub_id" not in entry:
+        raise ManifestError(f"{where}: model {name!r}: source 'hub' needs hub_id")
+    if entry["source"] == "local" and "path" not in entry:
+        raise ManifestError(f"{where}: model {name!r}: source 'local' needs path")
+    return entry
+
+
 def load_models(path: Path | None = None) -> dict[str, dict]:
     path = path or manifest_dir() / "models.yaml"
     models = validate(read_yaml(path), MODELS_SCHEMA, path)["models"]
     for name, entry in models.items():
-        if entry["source"] == "hub" and "hub_id" not in entry:
-            raise ManifestError(f"{path}: at models.{name}: source 'hub' needs hub_id")
-        if entry["source"] == "local" and "path" not in entry:
-            raise ManifestError(f"{path}: at models.{name}: source 'local' needs path")
+        _check_model(name, entry, f"{path}: at models.{name}")
         entry["name"] = name
     return models
 
@@ -454,8 +485,14 @@ SWEEP_DEFAULTS: dict[str, Any] = {
 }
 
 
-def load_sweep(name_or_path: str | Path) -> dict:
-    """A sweep by name (``smoke``) or path, validated, with every section's defaults filled."""
+def load_sweep(name_or_path: str | Path, models_file: str | Path | None = None) -> dict:
+    """A sweep by name (``smoke``) or path, validated, with every section's defaults filled.
+
+    ``models`` may name packaged models or define a user's own (a mapping with ``name`` and the
+    fields of a models.yaml entry); ``models_file`` (a YAML in models.yaml's shape) adds more. The
+    resolved entries travel as ``sweep["model_entries"]`` / ``sweep["api_model_entries"]`` and, from
+    the data step on, in the data folder's models.json: no job reads them from a host path.
+    """
     path = _resolve(name_or_path, "sweeps")
     raw = validate(read_yaml(path), SWEEP_SCHEMA, path)
     sweep = copy.deepcopy(SWEEP_DEFAULTS)
@@ -466,15 +503,63 @@ def load_sweep(name_or_path: str | Path) -> dict:
             sweep[key] = value
     sweep["sizes"] = sorted(sweep["sizes"])
     known_models = load_models()
-    for name in sweep["models"]:
-        if name not in known_models:
-            raise ManifestError(f"{path}: at models: unknown model {name!r}; known: {', '.join(sorted(known_models))}")
+    if models_file is not None:
+        known_models.update(load_models(Path(models_file)))
+    sweep["models"], sweep["model_entries"] = _resolve_models(sweep["models"], known_models, path)
     known_api = load_api_models()
     for name in sweep["api_models"]:
         if name not in known_api:
             raise ManifestError(f"{path}: at api_models: unknown API model {name!r}; known: {', '.join(sorted(known_api))}")
+    sweep["api_model_entries"] = {name: known_api[name] for name in sweep["api_models"]}
     sweep["manifest_path"] = str(path)
     return sweep
+
+
+def _resolve_models(items: list, known: dict[str, dict], path: Path) -> tuple[list[str], dict[str, dict]]:
+    """Names and entries of a sweep's ``models`` list (names of known models, or own entries)."""
+    names: list[str] = []
+    entries: dict[str, dict] = {}
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            if item not in known:
+                raise ManifestError(f"{path}: at models: unknown model {item!r}; known: {', '.join(sorted(known))} "
+                                    "(or define your own: {name: ..., source: hub, hub_id: ..., revision: ..., ...})")
+            name, entry = item, copy.deepcopy(known[item])
+        else:
+            own = dict(item)
+            name = own.pop("name", None)
+            if not isinstance(name, str) or not re.fullmatch(MODEL_NAME, name):
+                raise ManifestError(f"{path}: at models.{i}.name: an own model needs a name matching {MODEL_NAME}")
+            validate(own, MODEL_ENTRY_SCHEMA, f"{path} (models.{i})")
+            entry = _check_model(name, own, f"{path}: at models.{i}")
+        if name in entries:
+            raise ManifestError(f"{path}: at models.{i}: model {name!r} is listed twice")
+        names.append(name)
+        entries[name] = {**entry, "name": name}
+    return names, entries
+
+
+def seeds_at(n: int, seeds: list[int], seeds_up_to_n: int | None) -> list[int]:
+    """The seeds drawn at size ``n``: all of them up to ``seeds_up_to_n``, the first beyond it.
+
+    Which N examples are drawn matters most at small N; at large N the draw averages out and a
+    second seed costs as much as the first, so a sweep may stop repeating seeds there.
+    """
+    if seeds_up_to_n is None or n <= seeds_up_to_n:
+        return list(seeds)
+    return list(seeds[:1])
+
+
+def prepared_sizes(sweep: dict, task_name: str) -> list[int]:
+    """Every size the data step must prepare for one task: training sizes and every shot count of the
+    few-shot arms (few-shot-local when enabled, few-shot-API when the sweep has API models)."""
+    sizes = set(sweep_sizes(sweep, task_name))
+    if sweep["fewshot_local"]["enabled"]:
+        sizes.update(sweep["fewshot_local"]["shots"] or [])
+    if sweep["api_models"]:
+        shots = sweep["fewshot_api"]["shots"]
+        sizes.update(shots if shots is not None else sweep_sizes(sweep, task_name))
+    return sorted(sizes)
 
 
 def manifest_ref(manifest: dict, folder: str) -> str:

@@ -69,7 +69,7 @@ def preflight(sweep: dict, task: dict, check: Callable[[str], bool] = reachable)
 
 # --- running ---------------------------------------------------------------------------------
 def run_root(store: Store, sweep: dict, task: dict) -> Store:
-    return store.child(sweep["name"], task["name"])
+    return store.child(sweep["name"], task.get("store_key", task["name"]))
 
 
 def run_data_step(step: Step, run: Store, sweep: dict, task: dict) -> dict:
@@ -81,7 +81,7 @@ def run_data_step(step: Step, run: Store, sweep: dict, task: dict) -> dict:
     settings = settings_for_sweep(task["manifest_path"], task["name"], sweep)
     try:
         with tempfile.TemporaryDirectory(prefix="switchpoint-data-") as tmp:
-            prepare(settings, Path(tmp))
+            prepare(settings, Path(tmp), sweep)
             run.child("data").publish(Path(tmp))
     except JobError as err:
         backends.record_run(run, step, backend="local", status="failed", reason=str(err))

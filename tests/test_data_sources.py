@@ -1,0 +1,162 @@
+"""The data job's real sources and settings: XL-Sum through the Hub's Parquet conversion (tested on
+local Parquet through the same code path), JSQuAD v1.1, and one-line errors for bad settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from switchpoint.cli import main
+from switchpoint.core import manifests
+from switchpoint.core.contract import JobError
+from switchpoint.core.datafolder import api_model_entry, model_entry, read_eval_set, read_train_set, resolved_sweep
+from switchpoint.data.job import Settings, prepare
+from switchpoint.data.sources import parquet_location
+
+XLSUM_COLUMNS = ["id", "url", "title", "summary", "text"]  # the columns of csebuetnlp/xlsum's Parquet files
+
+
+def _xlsum_parquet(folder: Path, name: str, rows: list[dict]) -> Path:
+    """A Parquet file with XL-Sum's real columns, from bundled sample rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pa.table({col: [r.get(col) or f"https://www.bbc.com/japanese/{r['id']}" for r in rows] for col in XLSUM_COLUMNS})
+    path = folder / name
+    pq.write_table(table, path)
+    return path
+
+
+def _bundled(name: str) -> list[dict]:
+    text = (manifests.bundled_dir() / "xlsum" / name).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _parquet_task(tmp_path: Path) -> Path:
+    """The packaged XL-Sum task with its Hub sources swapped for local Parquet files (same format)."""
+    _xlsum_parquet(tmp_path / "japanese" / "train", "0000.parquet", _bundled("train.jsonl")[:60])
+    _xlsum_parquet(tmp_path / "japanese" / "test", "0000.parquet", _bundled("eval.jsonl")[:20])
+    text = (manifests.manifest_dir() / "tasks" / "xlsum.yaml").read_text(encoding="utf-8")
+    text = text.replace("{type: hub, uri: csebuetnlp/xlsum, revision: refs/convert/parquet, path: japanese/train/0000.parquet",
+                        "{type: file, uri: japanese/train/0000.parquet")
+    text = text.replace("{type: hub, uri: csebuetnlp/xlsum, revision: refs/convert/parquet, path: japanese/test/0000.parquet",
+                        "{type: file, uri: japanese/test/0000.parquet")
+    assert "type: hub" not in text
+    path = tmp_path / "xlsum-parquet.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_xlsum_reads_the_hubs_parquet_conversion_pinned_by_revision():
+    task = manifests.load_task("xlsum")
+    for role, split in (("train", "train"), ("eval", "test")):
+        source = task["sources"][role]
+        assert source["format"] == "parquet" and source["revision"] == "refs/convert/parquet"
+        assert parquet_location(source) == (f"hf://datasets/csebuetnlp/xlsum@refs%2Fconvert%2Fparquet/"
+                                            f"japanese/{split}/0000.parquet")
+
+
+def test_local_parquet_with_xlsums_columns_goes_through_the_same_reader(tmp_path):
+    out = tmp_path / "out"
+    info = prepare(Settings(task=str(_parquet_task(tmp_path)), sizes=[0, 4], seeds=[0], source="remote"), out)
+    assert info["eval_count"] == 20 and info["train_source_count"] == 60
+    rec = read_eval_set(out)[0]
+    first = _bundled("eval.jsonl")[0]
+    assert rec == {"id": first["id"], "title": first["title"], "text": first["text"], "references": [first["summary"]]}
+    assert len(read_train_set(out, 0, 4)) == 4
+
+
+def test_unreachable_hub_parquet_is_one_line_pointing_to_smoke(tmp_path):
+    result = CliRunner().invoke(main, ["data", "--task", "xlsum", "--source", "remote", "--sizes", "0,2",
+                                       "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("error:") and "hf://datasets/csebuetnlp/xlsum@" in line and "SWEEP=smoke" in line
+
+
+def test_jsquad_defaults_to_v1_1_the_studys_version():
+    sources = manifests.load_task("jsquad")["sources"]
+    assert sources["train"]["uri"].endswith("/datasets/jsquad-v1.1/train-v1.1.json")
+    assert sources["eval"]["uri"].endswith("/datasets/jsquad-v1.1/valid-v1.1.json")
+    assert "/main/" not in sources["train"]["uri"]  # pinned to a commit, not a moving branch
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--seeds", "-1"], "--seeds='-1' is invalid"),
+    (["--eval-size", "-1"], "--eval-size='-1' is invalid"),
+    (["--eval-size", "0"], "--eval-size='0' is invalid"),
+    (["--sizes", "0,2,2"], "size 2 is given twice"),
+    (["--seeds", "0,0"], "seed 0 is given twice"),
+    (["--sizes", "0,x"], "--sizes='0,x' is invalid"),
+    (["--source", "web"], "--source='web' is invalid"),
+    (["--seeds-up-to-n", "-4"], "--seeds-up-to-n='-4' is invalid"),
+])
+def test_bad_settings_are_one_line_errors_naming_the_option(tmp_path, args, expected):
+    result = CliRunner().invoke(main, ["data", "--task", "jsquad", "--source", "bundled", *args, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_same_id_with_different_text_names_file_and_both_rows(tmp_path):
+    from test_data import _custom_task
+
+    task = _custom_task(tmp_path, ['{"qid": "t1", "q": "りんごの色は？", "a": "赤"}',
+                                   '{"qid": "t2", "q": "葉の色は？", "a": "緑"}',
+                                   '{"qid": "t1", "q": "バナナの色は？", "a": "黄"}'])
+    result = CliRunner().invoke(main, ["data", "--task", str(task), "--sizes", "1", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    line = result.output.strip()
+    assert "train.jsonl:3: id 't1' was already used by" in line and "train.jsonl:1" in line and "question" in line
+
+
+def test_an_exact_repeated_row_is_a_counted_duplicate(tmp_path):
+    from test_data import _custom_task
+
+    row = '{"qid": "t1", "q": "りんごの色は？", "a": "赤"}'
+    task = _custom_task(tmp_path, [row, '{"qid": "t2", "q": "葉の色は？", "a": "緑"}', row])
+    info = prepare(Settings(task=str(task), sizes=[0, 2], seeds=[0]), tmp_path / "o")
+    assert info["pool_count"] == 2 and info["dropped"]["duplicate"] == 1
+
+
+def test_every_size_an_arm_reads_is_prepared_and_extra_seeds_stop_at_seeds_up_to_n(tmp_path):
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("""
+name: s
+data: {source: bundled, eval_size: 8}
+sizes: [0, 4, 16]
+seeds: [0, 1, 2]
+seeds_up_to_n: 4
+models: [tiny-gpt-neox]
+api_models: [claude-haiku-4.5]
+fewshot_local: {enabled: true, shots: [0, 2]}
+fewshot_api: {shots: [0, 1, 8]}
+""", encoding="utf-8")
+    sweep = manifests.load_sweep(sweep_file)
+    assert manifests.prepared_sizes(sweep, "jsquad") == [0, 1, 2, 4, 8, 16]
+    out = tmp_path / "o"
+    from switchpoint.data.settings import settings_for_sweep
+
+    info = prepare(settings_for_sweep("jsquad", "jsquad", sweep), out, sweep)
+    assert info["train_sets"] == {"0": [1, 2, 4, 8, 16], "1": [1, 2, 4], "2": [1, 2, 4]}
+    assert len(read_train_set(out, 1, 4)) == 4 and read_train_set(out, 0, 1) == read_train_set(out, 0, 16)[:1]
+    with pytest.raises(JobError, match="no training set for seed=1, N=8"):
+        read_train_set(out, 1, 8)
+    # the data folder carries the resolved sweep and its models' entries (no host path)
+    carried = resolved_sweep(out)
+    assert carried["name"] == "s" and "manifest_path" not in carried and str(tmp_path) not in json.dumps(carried)
+    assert model_entry(out, "tiny-gpt-neox")["family"] == "gpt_neox"
+    assert api_model_entry(out, "claude-haiku-4.5")["bedrock_model_id"].startswith("anthropic.")
+
+
+def test_sweep_values_override_order_command_line_wins(tmp_path):
+    result = CliRunner().invoke(main, ["data", "--task", "jsquad", "--sweep", "smoke", "--sizes", "0,2", "--seeds", "3",
+                                       "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "o" / "data.json").read_text())
+    assert info["sizes"] == [0, 2] and info["seeds"] == [3] and info["eval_count"] == 16  # eval cap from the sweep
+    assert (tmp_path / "o" / "sweep.json").exists() and (tmp_path / "o" / "models.json").exists()
