@@ -18,8 +18,12 @@ from switchpoint.core.predictions import Arm, read_predictions
 from switchpoint.core.pricing import estimate_tokens
 from switchpoint.core.pricing import token_usd as usd
 from switchpoint.core.prompts import render_input
+from switchpoint.infer_bedrock import context as ib_context
 from switchpoint.infer_bedrock import job as ib
+from switchpoint.infer_bedrock.arms import plan_arms
+from switchpoint.infer_bedrock.batch import job_name
 from switchpoint.infer_bedrock.job import Settings, infer_bedrock
+from switchpoint.infer_bedrock.state import State
 from switchpoint.infer_bedrock.requests import BATCH_MAX_RECORDS, split_batches
 
 ROLE = "arn:aws:iam::123456789012:role/switchpoint-bedrock-batch"
@@ -159,15 +163,16 @@ def test_killed_after_submission_a_rerun_polls_the_same_job_and_submits_nothing(
     def killed(_seconds):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ib, "_sleep", killed)
+    monkeypatch.setattr(ib_context, "sleep", killed)
     with pytest.raises(KeyboardInterrupt):
         infer_bedrock(make_settings(s3_bucket), jsquad_data, tmp_path / "out")
     s3 = boto3.client("s3")
-    (key,) = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"] if o["Key"].endswith("jobs.json")]
-    state = json.loads(s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
-    assert state["jobs"][0]["job_arn"].startswith("arn:aws:bedrock:") and state["jobs"][0]["status"] == "Validating"
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"] if "/jobs/" in o["Key"])
+    events = [json.loads(s3.get_object(Bucket=s3_bucket, Key=k)["Body"].read()) for k in keys]
+    assert [e["event"] for e in events][:2] == ["intent", "submitted"]  # the intent is durable before the call
+    assert events[1]["job_arn"].startswith("arn:aws:bedrock:") and events[-1]["status"] == "Validating"
 
-    monkeypatch.setattr(ib, "_sleep", lambda s: None)
+    monkeypatch.setattr(ib_context, "sleep", lambda s: None)
     metrics = infer_bedrock(make_settings(s3_bucket), jsquad_data, tmp_path / "out")
     assert bedrock_fake.submissions == 1 and len(bedrock_fake.create_requests) == 1
     assert metrics["records_ok"] == 24
@@ -181,18 +186,19 @@ def test_killed_after_submission_a_rerun_polls_the_same_job_and_submits_nothing(
 def test_killed_between_create_and_state_write_the_client_token_makes_the_resubmission_idempotent(
         jsquad_data, s3_bucket, bedrock_fake, tmp_path, monkeypatch):
     bedrock_fake.configure(answer=reference_answers(jsquad_data), min_records=10)
-    real_save = ib.save_jobs
+    real = State.job_submitted
 
-    def killed(ctx):
+    def killed(self, key, job_arn):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ib, "save_jobs", killed)
+    monkeypatch.setattr(State, "job_submitted", killed)
     with pytest.raises(KeyboardInterrupt):
         infer_bedrock(make_settings(s3_bucket), jsquad_data, tmp_path / "out")
-    monkeypatch.setattr(ib, "save_jobs", real_save)
+    monkeypatch.setattr(State, "job_submitted", real)
     metrics = infer_bedrock(make_settings(s3_bucket), jsquad_data, tmp_path / "out")
     assert len(bedrock_fake.create_requests) == 2 and bedrock_fake.submissions == 1
     assert bedrock_fake.create_requests[0]["clientRequestToken"] == bedrock_fake.create_requests[1]["clientRequestToken"]
+    assert bedrock_fake.create_requests[0]["jobName"] == bedrock_fake.create_requests[1]["jobName"]
     assert metrics["records_ok"] == 24
 
 
@@ -312,7 +318,7 @@ def test_unknown_variant_is_refused_before_any_call(jsquad_data, tmp_path):
 # --- context guard, estimates, budget -----------------------------------------------------------
 def test_context_guard_skips_arms_whose_shots_do_not_fit_and_never_truncates(jsquad_data, bedrock_fake, tmp_path):
     api = manifests.get_api_model(API)
-    _, plans, max_tokens = ib.plan_arms(make_settings(shots=[0, 2, 8]), jsquad_data, api)
+    _, plans, max_tokens = plan_arms(make_settings(shots=[0, 2, 8]), jsquad_data, api)
     window = max(r.est_input_tokens for r in plans[1].requests) + max_tokens  # n=2 just fits, n=8 does not
     entry = {k: v for k, v in api.items() if k != "name"}
     entry["context_window"] = window
@@ -343,10 +349,11 @@ def test_dry_run_prints_the_estimate_per_arm_and_calls_no_aws(jsquad_data, tmp_p
     monkeypatch.setattr(boto3, "Session", no_aws)
     out = tmp_path / "out"
     result = CliRunner().invoke(ib.command, ["--api-model", API, "--shots", "0,2", "--seeds", "0", "--mode", "batch",
+                                             "--role-arn", ROLE, "--s3-prefix", "s3://bucket/p",
                                              "--dry-run", "--data", str(jsquad_data), "--out", str(out)])
     assert result.exit_code == 0, result.output
     api = manifests.get_api_model(API)
-    _, plans, _ = ib.plan_arms(make_settings(), jsquad_data, api)
+    _, plans, _ = plan_arms(make_settings("bucket"), jsquad_data, api)
     for plan in plans:
         line = next(line for line in result.output.splitlines() if plan.arm.label in line)
         fields = line.split()
@@ -386,7 +393,7 @@ def test_batches_are_also_split_to_keep_each_input_file_under_the_byte_limit():
 
 
 def test_job_names_fit_bedrocks_pattern_even_for_long_names():
-    name = ib.job_name("a-very-long-user-task-name" * 3, "claude-sonnet-4.5_custom/profile" * 3, "f" * 64, 12)
+    name = job_name("a-very-long-user-task-name" * 3, "claude-sonnet-4.5_custom/profile" * 3, "f" * 64, 12)
     assert len(name) <= 63 and re.fullmatch(r"[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9+\-.]){0,63}", name)
     assert name.endswith("-ffffffffff-12")
 
