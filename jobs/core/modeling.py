@@ -82,7 +82,7 @@ def load_base(entry: dict, data_dir: Path | None, *, load_in_4bit: bool = False,
         model, tokenizer = build_tiny(entry["family"], tiny_texts(task, data_dir),
                                       context_length=entry.get("context_length", 4096))
     else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         where = entry["hub_id"] if entry["source"] == "hub" else entry["path"]
         kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": entry.get("trust_remote_code", False)}
@@ -96,18 +96,65 @@ def load_base(entry: dict, data_dir: Path | None, *, load_in_4bit: bool = False,
                 bnb_4bit_quant_type="nf4")
             kwargs["device_map"] = {"": torch.cuda.current_device()}  # each DDP rank on its own GPU
         try:
-            tokenizer = AutoTokenizer.from_pretrained(where, revision=entry.get("revision"),
-                                                      trust_remote_code=entry.get("trust_remote_code", False))
+            tokenizer = load_tokenizer(entry)
             model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
         except OSError as err:
             raise JobError(f"model {entry['name']}: cannot load {where!r} ({str(err).splitlines()[0]}); "
                            "check the Hub id and network, or use SWEEP=smoke offline") from err
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
     if not (load_in_4bit or load_in_8bit):
         model.to(device)
     BASE_MODEL_LOADS += 1
     return BaseModel(model, tokenizer, entry, fingerprint(entry, data_dir), device, str(dtype).replace("torch.", ""))
+
+
+def load_tokenizer(entry: dict) -> Any:
+    """The tokenizer of a hub/local entry, behaving as the model card's tokenizer.
+
+    ``tokenizer: sentencepiece`` (rinna): the repository's ``spiece.model`` through sentencepiece
+    itself, as the cards' ``use_fast=False`` T5Tokenizer did. transformers 5 ignores ``use_fast=False``
+    and converts it into a fast tokenizer that drops ``\n``, adds a dummy-prefix space and maps
+    characters it lacks to id 2 instead of their UTF-8 byte pieces.
+    """
+    from transformers import AutoTokenizer
+
+    where = entry["hub_id"] if entry["source"] == "hub" else entry["path"]
+    if entry.get("tokenizer") == "sentencepiece":
+        tokenizer = _sentencepiece_tokenizer(where, entry.get("revision"))
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(where, revision=entry.get("revision"),
+                                                  trust_remote_code=entry.get("trust_remote_code", False))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _sentencepiece_tokenizer(where: str, revision: str | None) -> Any:
+    from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
+    from transformers.utils import cached_file
+
+    class CardSentencePieceTokenizer(SentencePieceBackend):
+        """sentencepiece encoding and decoding (byte pieces joined back into characters); no special
+        tokens are added to a text (``prompts.encode_prompt`` decides BOS)."""
+
+        def convert_tokens_to_string(self, tokens: list[str]) -> str:
+            return self.sp_model.decode_pieces(list(tokens))
+
+    spiece = cached_file(where, "spiece.model", revision=revision)
+    config_path = cached_file(where, "tokenizer_config.json", revision=revision, _raise_exceptions_for_missing_entries=False)
+    config = json.loads(Path(config_path).read_text(encoding="utf-8")) if config_path else {}
+    special = {k: config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token") if isinstance(config.get(k), str)}
+    return CardSentencePieceTokenizer(vocab_file=spiece, **special)
+
+
+def stop_token_ids(base: BaseModel) -> list[int]:
+    """Every id that ends a generation: the generation config's EOS ids (Qwen2.5 lists two) and the tokenizer's."""
+    ids: list[int] = []
+    config = getattr(base.model, "generation_config", None) if base.model is not None else None
+    configured = getattr(config, "eos_token_id", None)
+    for value in (configured if isinstance(configured, (list, tuple)) else [configured]) + [base.tokenizer.eos_token_id]:
+        if value is not None and int(value) not in ids:
+            ids.append(int(value))
+    return ids
 
 
 def write_base_info(adapter_dir: Path, base: BaseModel) -> None:

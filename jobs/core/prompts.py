@@ -9,6 +9,7 @@ text is ``format_prompt(...) + answer_text(example) + eos``; the loss covers onl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from switchpoint.core.contract import JobError
@@ -64,8 +65,11 @@ def build_turns(task: dict, example: dict, shots: Sequence[dict] = (), variant: 
     return system, turns
 
 
-# --- open-model layouts ----------------------------------------------------------------------
+# --- open-model layouts (each as its model card writes it) --------------------------------------
 ALPACA_HEADER = "以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。要求を適切に満たす応答を書きなさい。"
+# tokyotech-llm/Swallow-*-instruct-hf model card, PROMPT_DICT["prompt_input"].
+SWALLOW_HEADER = ("以下に、あるタスクを説明する指示があり、それに付随する入力が更なる文脈を提供しています。"
+                  "リクエストを適切に完了するための回答を記述してください。")
 
 
 def _alpaca(system: str, turns: list[Turn]) -> str:
@@ -78,20 +82,38 @@ def _alpaca(system: str, turns: list[Turn]) -> str:
     return "\n\n".join(parts) + "\n\n### 応答:\n"
 
 
-def _rinna(system: str, turns: list[Turn]) -> str:
-    # rinna's instruction models mark newlines as "<NL>" and speakers as ユーザー/システム.
+def _swallow(system: str, turns: list[Turn]) -> str:
+    # The card's template ends "### 応答:" with no newline; shots repeat its 入力/応答 blocks.
+    out = f"{SWALLOW_HEADER}\n\n### 指示:\n{system}"
+    for turn in turns:
+        if turn["role"] == "user":
+            out += f"\n\n### 入力:\n{turn['content']}"
+        else:
+            out += f"\n\n### 応答:\n{turn['content']}"
+    return out + "\n\n### 応答:"
+
+
+def _rinna_lines(system: str, turns: list[Turn]) -> list[str]:
     lines = []
     for i, turn in enumerate(turns):
-        text = turn["content"]
-        if i == 0:
-            text = f"{system}\n{text}"
+        text = f"{system}\n{turn['content']}" if i == 0 else turn["content"]
         speaker = "ユーザー" if turn["role"] == "user" else "システム"
-        lines.append(f"{speaker}: {text}".replace("\n", "<NL>"))
-    return "<NL>".join(lines) + "<NL>システム: "
+        lines.append(f"{speaker}: {text}")
+    return lines
+
+
+def _rinna(system: str, turns: list[Turn]) -> str:
+    # rinna/japanese-gpt-neox-3.6b-instruction-*: every newline is written "<NL>", utterances joined by "<NL>".
+    return "<NL>".join(line.replace("\n", "<NL>") for line in _rinna_lines(system, turns)) + "<NL>システム: "
+
+
+def _rinna_bilingual(system: str, turns: list[Turn]) -> str:
+    # rinna/bilingual-gpt-neox-4b-instruction-*: the tokenizer keeps "\n"; utterances joined by "\n".
+    return "\n".join(_rinna_lines(system, turns)) + "\nシステム: "
 
 
 def _llama2(system: str, turns: list[Turn]) -> str:
-    # Llama-2-chat / ELYZA layout; the tokenizer adds the first BOS.
+    # Llama-2-chat / ELYZA layout; the first BOS is the tokenizer's (encode_prompt adds it).
     out = ""
     first = True
     for turn in turns:
@@ -112,36 +134,41 @@ def _plain(system: str, turns: list[Turn]) -> str:
     return "\n\n".join(parts) + "\n\n出力:\n"
 
 
-NAMED_TEMPLATES = {"alpaca": _alpaca, "rinna": _rinna, "llama2": _llama2, "elyza": _llama2, "plain": _plain}
+NAMED_TEMPLATES = {"alpaca": _alpaca, "swallow": _swallow, "rinna": _rinna, "rinna-bilingual": _rinna_bilingual,
+                   "llama2": _llama2, "elyza": _llama2, "plain": _plain}
+PROMPT_FORMATS = ("chat-template", *NAMED_TEMPLATES)
 
 
 def format_prompt(model_entry: dict, system: str, turns: list[Turn], tokenizer: Any = None) -> str:
-    """The prompt text for an open model, ending where the answer starts."""
+    """The prompt text for an open model, ending where the answer starts (no literal BOS)."""
     fmt = model_entry["prompt_format"]
     if fmt == "chat-template":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise JobError(f"model {model_entry.get('name')!r} asks for its tokenizer's chat template, but the tokenizer has none; "
-                           "set prompt_format to a named template (alpaca, rinna, llama2, plain) in models.yaml")
+                           f"set prompt_format to a named template ({', '.join(NAMED_TEMPLATES)}) in models.yaml")
         messages = [{"role": "system", "content": system}, *turns]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return _without_template_bos(text, tokenizer)
+        if system and system not in text:
+            # A template that drops the system turn's text (llm-jp-3 writes a fixed header instead):
+            # the task's instruction goes in front of the first user turn, so it is not lost.
+            first = {**turns[0], "content": f"{system}\n\n{turns[0]['content']}"}
+            text = tokenizer.apply_chat_template([messages[0], first, *turns[1:]], tokenize=False,
+                                                 add_generation_prompt=True)
+        return _without_literal_bos(text, tokenizer)
     try:
         return NAMED_TEMPLATES[fmt](system, turns)
     except KeyError:
         raise JobError(f"model {model_entry.get('name')!r}: unknown prompt_format {fmt!r}") from None
 
 
-def _without_template_bos(text: str, tokenizer: Any) -> str:
-    """Drop a chat template's literal BOS when the tokenizer adds its own.
+def _without_literal_bos(text: str, tokenizer: Any) -> str:
+    """Drop a chat template's literal BOS: ``encode_prompt`` adds the BOS id where the model wants one.
 
-    Every job tokenises prompts with the tokenizer's special tokens (train, infer, lm-eval alike);
-    a template that also writes ``<s>``/``<|begin_of_text|>`` would otherwise give two BOS tokens.
+    Keeping it as text would give two BOS tokens with a tokenizer that adds its own.
     """
     bos = getattr(tokenizer, "bos_token", None)
     if bos and text.startswith(bos):
-        ids = tokenizer("x")["input_ids"]
-        if ids and ids[0] == tokenizer.bos_token_id:
-            return text[len(bos):]
+        return text[len(bos):]
     return text
 
 
@@ -159,3 +186,129 @@ def postprocess(task: dict, generated: str) -> str:
         if stop and stop in text:
             text = text[: text.index(stop)]
     return text.strip()
+
+
+# --- tokenisation: the one way every job turns a prompt into ids -------------------------------
+# Each model card tokenises its prompt without the tokenizer's special tokens and puts a BOS where
+# the model was trained with one (Llama-2 family: yes; GPT-NeoX, Qwen: no). transformers 5 turns
+# rinna's T5Tokenizer into a fast tokenizer that appends "</s>" whenever special tokens are added,
+# so no job calls a tokenizer with special tokens: the BOS is added here, an EOS never.
+@dataclass
+class FittedPrompt:
+    text: str
+    ids: list[int]
+    truncated: bool
+
+
+def prompt_wants_bos(entry: dict, tokenizer: Any) -> bool:
+    """models.yaml's ``add_bos``; without it, whether the tokenizer itself starts a text with BOS."""
+    if "add_bos" in entry:
+        if entry["add_bos"] and getattr(tokenizer, "bos_token_id", None) is None:
+            raise JobError(f"model {entry.get('name')!r}: add_bos is true but the tokenizer has no BOS token; "
+                           "set add_bos: false in models.yaml")
+        return bool(entry["add_bos"])
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    ids = tokenizer("x")["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
+def encode_prompt(tokenizer: Any, entry: dict, text: str) -> list[int]:
+    """Prompt ids as the model card builds them: BOS only where the model wants it, never an EOS."""
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return [tokenizer.bos_token_id, *ids] if prompt_wants_bos(entry, tokenizer) else ids
+
+
+def to_model_text(entry: dict, text: str) -> str:
+    """Newlines as the model writes them (rinna-3.6b: ``<NL>``, models.yaml ``newline``)."""
+    newline = entry.get("newline")
+    return text.replace("\n", newline) if newline else text
+
+
+def from_model_text(entry: dict, text: str) -> str:
+    """The model's newline marker turned back into ``\\n`` (before stop strings and post-processing)."""
+    newline = entry.get("newline")
+    return text.replace(newline, "\n") if newline else text
+
+
+def encode_answer(tokenizer: Any, entry: dict, answer: str) -> list[int]:
+    """Training target ids: the answer in the model's newline convention, then the end-of-turn token."""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        raise JobError(f"model {entry.get('name')!r}: the tokenizer has no EOS token to end a training answer with")
+    return [*tokenizer(to_model_text(entry, answer), add_special_tokens=False)["input_ids"], eos]
+
+
+def decode_generation(tokenizer: Any, entry: dict, ids: Sequence[int], stop_ids: Sequence[int] = ()) -> str:
+    """Generated ids -> plain text: cut at the first end token, no special-token text, ``\\n`` newlines."""
+    ids = list(ids)
+    for i, token in enumerate(ids):
+        if token in stop_ids:
+            ids = ids[:i]
+            break
+    return from_model_text(entry, tokenizer.decode(ids, skip_special_tokens=True))
+
+
+def fit_prompt(task: dict, entry: dict, example: dict, shots: Sequence[dict], tokenizer: Any,
+               budget: int) -> FittedPrompt | None:
+    """The prompt in at most ``budget`` tokens, shortened only in the task's ``truncate_field``.
+
+    The template (BOS, header, instruction, shots, other inputs) is kept; the field loses characters
+    from its left end, as few as needed (binary search over the cut; a prompt never exceeds the
+    budget). None when it does not fit even with that field empty. Training and inference both call
+    this, so an example is trained on the same layout it is evaluated on.
+    """
+    text = model_prompt(task, entry, example, shots, tokenizer)
+    ids = encode_prompt(tokenizer, entry, text)
+    if len(ids) <= budget:
+        return FittedPrompt(text, ids, False)
+    name = task["prompt"].get("truncate_field")
+    field = str(example.get(name, "")) if name else ""
+    if not field:
+        return None
+
+    def attempt(start: int) -> FittedPrompt:
+        cut = model_prompt(task, entry, {**example, name: field[start:]}, shots, tokenizer)
+        return FittedPrompt(cut, encode_prompt(tokenizer, entry, cut), True)
+
+    best = attempt(len(field))
+    if len(best.ids) > budget:
+        return None
+    lo, hi = 0, len(field)  # attempt(hi) fits; find the smallest cut that does
+    while lo < hi:
+        mid = (lo + hi) // 2
+        trial = attempt(mid)
+        if len(trial.ids) <= budget:
+            hi, best = mid, trial
+        else:
+            lo = mid + 1
+    return best
+
+
+def minimal_prompt_length(task: dict, entry: dict, example: dict, shots: Sequence[dict], tokenizer: Any) -> int:
+    """Tokens of the prompt with its truncate field empty: what no cut can remove."""
+    name = task["prompt"].get("truncate_field")
+    emptied = {**example, name: ""} if name else example
+    return len(encode_prompt(tokenizer, entry, model_prompt(task, entry, emptied, shots, tokenizer)))
+
+
+def fit_training_example(task: dict, entry: dict, example: dict, tokenizer: Any,
+                         cutoff_len: int) -> tuple[list[int], list[int], bool]:
+    """(prompt ids, answer ids, truncated) of one training text in ``cutoff_len`` tokens.
+
+    The answer (with its end token) is kept whole and the prompt fitted by ``fit_prompt`` in what is
+    left; only when the prompt cannot shrink enough is the answer cut at its end.
+    """
+    answer = encode_answer(tokenizer, entry, answer_text(example))
+    fitted = fit_prompt(task, entry, example, (), tokenizer, cutoff_len - len(answer))
+    if fitted is None:
+        floor = minimal_prompt_length(task, entry, example, (), tokenizer)
+        if floor >= cutoff_len:
+            raise JobError(f"example {example.get('id')!r}: the prompt needs {floor} tokens even without its input "
+                           f"text, not less than cutoff-len {cutoff_len}; raise --cutoff-len")
+        answer = answer[: cutoff_len - floor]
+        fitted = fit_prompt(task, entry, example, (), tokenizer, cutoff_len - len(answer))
+        assert fitted is not None  # the emptied field fits by construction
+        return fitted.ids, answer, True
+    return fitted.ids, answer, fitted.truncated

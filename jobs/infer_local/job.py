@@ -37,7 +37,7 @@ from switchpoint.core.datafolder import (
     read_eval_set,
 )
 from switchpoint.core.predictions import prediction_record, write_predictions
-from switchpoint.core.prompts import postprocess
+from switchpoint.core.prompts import decode_generation, postprocess
 from switchpoint.infer_local.passes import (
     EngineStats,
     Generation,
@@ -45,7 +45,6 @@ from switchpoint.infer_local.passes import (
     adapter_dir,
     build_prompts,
     check_adapters,
-    count_tokens,
     plan_passes,
 )
 from switchpoint.infer_local.settings import InferSettings
@@ -55,14 +54,13 @@ ENGINES = ("hf", "vllm", "lm-eval")
 
 
 # --- hf engine ---------------------------------------------------------------------------------
-def length_order(tokenizer: Any, prompts: list[str]) -> list[int]:
+def length_order(prompt_ids: list[list[int]], prompts: list[str]) -> list[int]:
     """Longest prompt first, ties by text: lm-eval's order, so both engines batch alike (and an
     out-of-memory error shows on the first batch rather than the last)."""
-    lengths = [count_tokens(tokenizer, p) for p in prompts]
-    return sorted(range(len(prompts)), key=lambda i: (-lengths[i], prompts[i]))
+    return sorted(range(len(prompts)), key=lambda i: (-len(prompt_ids[i]), prompts[i]))
 
 
-def stop_criterion(tokenizer: Any, stops: list[str], prompt_len: int, stopped_at: dict[int, int]):
+def stop_criterion(tokenizer: Any, entry: dict, stops: list[str], prompt_len: int, stopped_at: dict[int, int]):
     """Stop a sequence once its answer (leading whitespace skipped) holds a stop string.
 
     Hand-written because transformers' ``stop_strings`` stops at a stop string even before the answer
@@ -73,7 +71,8 @@ def stop_criterion(tokenizer: Any, stops: list[str], prompt_len: int, stopped_at
 
     class StopAfterAnswer(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
-            texts = tokenizer.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
+            # As predictions are decoded: the model's newline marker (rinna's <NL>) is "\n" again.
+            texts = [decode_generation(tokenizer, entry, row) for row in input_ids[:, prompt_len:].tolist()]
             done = [any(s and s in t.lstrip() for s in stops) for t in texts]
             for i, d in enumerate(done):
                 if d:
@@ -83,27 +82,30 @@ def stop_criterion(tokenizer: Any, stops: list[str], prompt_len: int, stopped_at
     return StopAfterAnswer()
 
 
-def generate_batch(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, stops: list[str]) -> list[Generation]:
+def generate_batch(model: Any, tokenizer: Any, prompt_ids: list[list[int]], max_new_tokens: int, stops: list[str],
+                   entry: dict, stop_ids: list[int]) -> list[Generation]:
+    """Greedy generation from prompt ids (``prompts.encode_prompt``), left-padded into one batch.
+
+    ``stop_ids`` are all the model's end tokens (Qwen2.5's generation config lists two): passed to
+    ``generate`` as a list, so a single ``eos_token_id`` never overrides the model's own list.
+    """
     import torch
 
     start = time.perf_counter()
-    enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
+    enc = tokenizer.pad({"input_ids": prompt_ids}, padding=True, return_tensors="pt").to(model.device)
     prompt_len = enc["input_ids"].shape[1]
     stopped_at: dict[int, int] = {}
     with torch.inference_mode():
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                             stopping_criteria=[stop_criterion(tokenizer, stops, prompt_len, stopped_at)])
-    latency = (time.perf_counter() - start) / len(prompts)  # a batch's time, split evenly (documented)
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids,
+                             stopping_criteria=[stop_criterion(tokenizer, entry, stops, prompt_len, stopped_at)])
+    latency = (time.perf_counter() - start) / len(prompt_ids)  # a batch's time, split evenly (documented)
     new = out[:, prompt_len:].tolist()
     results = []
     for i, ids in enumerate(new):
-        used = len(ids)
-        if tokenizer.eos_token_id in ids:
-            used = ids.index(tokenizer.eos_token_id) + 1
+        used = next((k + 1 for k, t in enumerate(ids) if t in stop_ids), len(ids))
         used = min(used, stopped_at.get(i, used))
-        results.append(Generation(tokenizer.decode(ids, skip_special_tokens=True),
-                                  int(enc["attention_mask"][i].sum()), used, latency))
+        results.append(Generation(decode_generation(tokenizer, entry, ids, stop_ids), len(prompt_ids[i]), used, latency))
     return results
 
 
@@ -114,6 +116,7 @@ def run_hf(base: modeling.BaseModel, passes: list[Pass], adapters_dir: Path, set
 
     tokenizer = base.tokenizer
     tokenizer.padding_side = "left"
+    stop_ids = modeling.stop_token_ids(base)
     base.model.eval()
     peft_model = None
     active: str | None = None
@@ -140,12 +143,13 @@ def run_hf(base: modeling.BaseModel, passes: list[Pass], adapters_dir: Path, set
             stats.adapter_switches += 1
             model = peft_model
         start = time.perf_counter()
-        order = length_order(tokenizer, p.prompts)
+        order = length_order(p.prompt_ids, p.prompts)
         generations: list[Generation | None] = [None] * len(p.prompts)
         with context, progress(p) as bar:
             for b in range(0, len(order), settings.batch_size):
                 idx = order[b:b + settings.batch_size]
-                for i, gen in zip(idx, generate_batch(model, tokenizer, [p.prompts[i] for i in idx], max_new_tokens, stops)):
+                batch = [p.prompt_ids[i] for i in idx]
+                for i, gen in zip(idx, generate_batch(model, tokenizer, batch, max_new_tokens, stops, base.entry, stop_ids)):
                     generations[i] = gen
                 bar.update(len(idx))
         stats.pass_wall_s[index] = time.perf_counter() - start

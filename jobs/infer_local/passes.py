@@ -13,7 +13,8 @@ from switchpoint.core import modeling
 from switchpoint.core.contract import JobError
 from switchpoint.core.datafolder import read_train_set
 from switchpoint.core.predictions import Arm
-from switchpoint.core.prompts import model_prompt
+from switchpoint.core.prompts import encode_prompt, minimal_prompt_length
+from switchpoint.core.prompts import fit_prompt as core_fit_prompt
 from switchpoint.infer_local.settings import InferSettings
 
 
@@ -25,6 +26,7 @@ class Pass:
     shots: tuple[int, int] | None  # (seed, k) of the shots, None for zero-shot
     arms: list[Arm]
     prompts: list[str] = field(default_factory=list)
+    prompt_ids: list[list[int]] = field(default_factory=list)  # prompts.encode_prompt of each prompt
     truncated: int = 0
     skipped: str | None = None
 
@@ -88,55 +90,33 @@ def check_adapters(passes: list[Pass], adapters_dir: Path, probe: modeling.BaseM
 
 
 # --- prompts and context truncation ------------------------------------------------------------
-def count_tokens(tokenizer: Any, text: str) -> int:
-    # The tokenizer's own special tokens (a BOS for Llama) are part of what the model sees.
-    return len(tokenizer(text)["input_ids"])
+def count_tokens(tokenizer: Any, text: str, entry: dict | None = None) -> int:
+    """Tokens of a prompt as the model sees it (``prompts.encode_prompt``: BOS where the model wants one)."""
+    return len(encode_prompt(tokenizer, entry or {}, text))
 
 
 def fit_prompt(task: dict, entry: dict, example: dict, shots: list[dict], tokenizer: Any,
                budget: int) -> tuple[str | None, bool]:
-    """(prompt, truncated): the prompt cut from the LEFT of the task's ``truncate_field`` until it fits.
-
-    Only the evaluated example's truncate field is cut, never the instruction, the shots, the other
-    inputs or the answer slot; (None, False) when the prompt does not fit even with that field empty.
-    """
-    prompt = model_prompt(task, entry, example, shots, tokenizer)
-    length = count_tokens(tokenizer, prompt)
-    if length <= budget:
-        return prompt, False
-    name = task["prompt"].get("truncate_field")
-    text = str(example.get(name, "")) if name else ""
-    if not text:
-        return None, False
-    # Offsets map tokens to characters, so the cut falls on a character boundary even where a
-    # byte-level BPE splits one character over two tokens.
-    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    drop = length - budget
-    while True:
-        start = offsets[drop][0] if drop < len(offsets) else len(text)
-        prompt = model_prompt(task, entry, {**example, name: text[start:]}, shots, tokenizer)
-        length = count_tokens(tokenizer, prompt)
-        if length <= budget:
-            return prompt, True
-        if start >= len(text):
-            return None, False
-        drop += length - budget  # token boundaries can shift at the cut; cut the excess again
+    """(prompt, truncated) from ``prompts.fit_prompt``, the function training uses too: only the
+    example's ``truncate_field`` is cut, from its left; (None, False) when even its removal is not enough."""
+    fitted = core_fit_prompt(task, entry, example, shots, tokenizer, budget)
+    return (None, False) if fitted is None else (fitted.text, fitted.truncated)
 
 
 def build_prompts(p: Pass, task: dict, entry: dict, eval_set: list[dict], data_dir: Path, tokenizer: Any,
                   budget: int) -> None:
     shots = read_train_set(data_dir, *p.shots) if p.shots else []
     for example in eval_set:
-        prompt, truncated = fit_prompt(task, entry, example, shots, tokenizer, budget)
-        if prompt is None:
-            need = count_tokens(tokenizer, model_prompt(task, entry, {**example, task["prompt"].get("truncate_field") or "": ""},
-                                                        shots, tokenizer))
+        fitted = core_fit_prompt(task, entry, example, shots, tokenizer, budget)
+        if fitted is None:
+            need = minimal_prompt_length(task, entry, example, shots, tokenizer)
             why = (f"{len(shots)} shots alone need {need} prompt tokens (example {example['id']!r}, input text removed), "
                    f"more than the {budget} left of the model's {entry.get('context_length')}-token context")
             if shots:
-                p.skipped, p.prompts, p.truncated = why, [], 0
+                p.skipped, p.prompts, p.prompt_ids, p.truncated = why, [], [], 0
                 return
             raise JobError(f"model {entry['name']}: the zero-shot prompt needs {need} tokens even without its input text, "
                            f"more than {budget}; raise context_length in models.yaml or lower --max-new-tokens")
-        p.prompts.append(prompt)
-        p.truncated += truncated
+        p.prompts.append(fitted.text)
+        p.prompt_ids.append(fitted.ids)
+        p.truncated += fitted.truncated

@@ -1,0 +1,166 @@
+"""Build tiny replicas of the study's Hub models as a Hugging Face hub cache (offline, seconds).
+
+Each replica is laid out as ``<cache>/models--org--name/{blobs,refs/main,snapshots/<commit>/...}``
+under the real Hub id, so ``from_pretrained(hub_id, revision=...)`` with ``HF_HUB_OFFLINE=1`` takes
+the same path as on a real machine. Tokenizers are trained on Japanese sentences from the bundled
+data (``manifests/data``): a sentencepiece model of the real kind where the repository ships one, a
+byte-level BPE ``tokenizer.json`` where it ships that, with the real special tokens at their real ids.
+Deterministic: same sentences, one sentencepiece thread, seeded weights.
+
+    python tests/replicas/build.py OUT_CACHE_DIR   # build every replica (also used by the tests)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+
+from specs import SPECS, ReplicaSpec  # noqa: E402
+
+
+def corpus(limit: int = 600) -> list[str]:
+    """A few hundred Japanese sentences from the bundled XL-Sum and JSQuAD samples."""
+    sentences: list[str] = []
+    with (REPO / "manifests/data/xlsum/train.jsonl").open(encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            sentences.extend(s + "。" for s in (rec["summary"] + rec["text"]).split("。") if s.strip())
+            if len(sentences) >= limit // 2:
+                break
+    jsquad = json.loads((REPO / "manifests/data/jsquad/train.json").read_text(encoding="utf-8"))
+    for article in jsquad["data"]:
+        for para in article["paragraphs"]:
+            sentences.extend(s + "。" for s in para["context"].split("。") if s.strip())
+            for qa in para["qas"]:
+                sentences.append(qa["question"])
+        if len(sentences) >= limit:
+            break
+    ascii_lines = ["Question: What is the answer? Answer: 42", "ユーザー: システム: 指示 入力 応答 要約 文章 質問",
+                   "### 指示:", "### 入力:", "### 応答:", "[INST] <<SYS>> <</SYS>> [/INST]", "<NL>"]
+    return [s.strip() for s in sentences[:limit]] + ascii_lines * 5
+
+
+def train_spm(spec: ReplicaSpec, sentences: list[str]) -> bytes:
+    import sentencepiece as spm
+
+    out = io.BytesIO()
+    options = dict(spec.spm_options)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=out, vocab_size=2400, character_coverage=0.9995,
+        hard_vocab_limit=False, num_threads=1, minloglevel=2, **options)
+    return out.getvalue()
+
+
+def train_bytelevel(spec: ReplicaSpec, sentences: list[str]) -> str:
+    """tokenizer.json: byte-level BPE, real special tokens at their real ids."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    low = {t: i for t, i in spec.specials.items() if i < 1000}
+    if spec.hub_id.startswith("Qwen/"):
+        tok.normalizer = normalizers.NFC()
+        split = Regex(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                      r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(split, behavior="isolated"),
+                                                     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=sorted(low, key=low.get), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(sentences, trainer=trainer)
+    data = json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]
+    highs = [i for i in spec.specials.values() if i >= 1000]
+    first_high = min(highs) if highs else len(vocab)
+    for filler in range(len(vocab), first_high):  # unused rows, so the special tokens keep their real ids
+        vocab[f"<|replica_unused_{filler}|>"] = filler
+    high = {**{t: (i, True) for t, i in spec.specials.items() if i >= 1000},
+            **{t: (i, False) for t, i in spec.extra_tokens.items()}}
+    for content, (index, special) in sorted(high.items(), key=lambda kv: kv[1][0]):
+        data["added_tokens"].append({"id": index, "content": content, "single_word": False, "lstrip": False,
+                                     "rstrip": False, "normalized": False, "special": special})
+    return json.dumps(data, ensure_ascii=False)
+
+
+def commit_for(hub_id: str, revision: str | None) -> str:
+    if revision and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
+        return revision
+    return hashlib.sha1(f"replica:{hub_id}".encode()).hexdigest()
+
+
+def weights(spec: ReplicaSpec, folder: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(**{k: v for k, v in spec.config.items() if k != "architectures"})
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    try:
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    finally:
+        torch.random.set_rng_state(state)
+    model.save_pretrained(folder)
+
+
+def build_one(spec: ReplicaSpec, cache: Path, revision: str | None, sentences: list[str]) -> Path:
+    repo = cache / f"models--{spec.hub_id.replace('/', '--')}"
+    commit = commit_for(spec.hub_id, revision)
+    files: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        weights(spec, Path(tmp))
+        files["model.safetensors"] = (Path(tmp) / "model.safetensors").read_bytes()
+    files["config.json"] = json.dumps(spec.config, indent=2).encode()
+    files["generation_config.json"] = json.dumps({**spec.generation_config, "transformers_version": "4.40.0"},
+                                                 indent=2).encode()
+    files["tokenizer_config.json"] = json.dumps(spec.tokenizer_config, indent=2, ensure_ascii=False).encode()
+    files["special_tokens_map.json"] = json.dumps(spec.special_tokens_map, indent=2, ensure_ascii=False).encode()
+    if spec.tokenizer_kind == "bytelevel-bpe":
+        files["tokenizer.json"] = train_bytelevel(spec, sentences).encode()
+    else:
+        files[spec.tokenizer_file] = train_spm(spec, sentences)
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name, blob in files.items():
+        digest = hashlib.sha256(blob).hexdigest()
+        (repo / "blobs" / digest).write_bytes(blob)
+        link = snapshot / name
+        link.unlink(missing_ok=True)
+        os.symlink(f"../../blobs/{digest}", link)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    if revision and revision != "main" and commit != revision:
+        (repo / "refs" / revision).write_text(commit)
+    return snapshot
+
+
+def build_all(cache: Path, revisions: dict[str, str | None]) -> dict[str, Path]:
+    """Build every replica into ``cache``; ``revisions`` maps Hub id -> models.yaml's revision."""
+    cache = Path(cache)
+    sentences = corpus()
+    return {hub_id: build_one(spec, cache, revisions.get(hub_id), sentences) for hub_id, spec in SPECS.items()}
+
+
+def manifest_revisions() -> dict[str, str | None]:
+    import yaml
+
+    models = yaml.safe_load((REPO / "manifests/models.yaml").read_text(encoding="utf-8"))["models"]
+    return {m["hub_id"]: m.get("revision") for m in models.values() if m.get("source") == "hub"}
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1])
+    shutil.rmtree(target, ignore_errors=True)
+    for hub, path in build_all(target, manifest_revisions()).items():
+        print(hub, path)
