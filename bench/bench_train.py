@@ -33,15 +33,18 @@ def bench_tiny(model: str, n: int, steps: int) -> dict:
     from switchpoint.core import modeling
     from switchpoint.core.contract import job_paths
     from switchpoint.data.job import DataSettings, prepare
-    from switchpoint.train.job import TrainSettings, train
+    from switchpoint.train.job import train
+    from switchpoint.train.settings import Settings
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         prepare(DataSettings(task="jsquad", sizes=[n // 4, n // 2, n], seeds=[0], source="bundled", eval_size=4), data)
         loads = modeling.BASE_MODEL_LOADS
         started = time.perf_counter()
-        summary = train(TrainSettings(model=model, data=str(data), sweep="smoke", min_steps=steps, epochs=1,
-                                      batch_size=4, cutoff_len=512), job_paths(Path(tmp) / "ml"))
+        # The smoke sweep's train: section, with this benchmark's steps, batch and cutoff.
+        summary = train(Settings(model=model, learning_rate=0.01, warmup_ratio=0.1, lora_r=8, lora_alpha=16,
+                                 lora_dropout=0.0, min_steps=steps, epochs=1, batch_size=4, cutoff_len=512),
+                        job_paths(Path(tmp) / "ml"), data)
         wall = time.perf_counter() - started
         metrics = [json.loads(p.read_text()) for p in sorted((Path(tmp) / "ml" / "checkpoints" / "adapters").glob(
             "seed=*/n=*/train_metrics.json"))]
@@ -59,7 +62,8 @@ def bench_gpu(name: str, seq_len: int, batch_size: int, steps: int, layers: int 
     import torch
     from accelerate import Accelerator
     from switchpoint.core import modeling, tiny
-    from switchpoint.train.job import Hyper, train_adapter
+    from switchpoint.train.loop import train_adapter
+    from switchpoint.train.settings import Settings
     from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig
 
     family, shape, targets = GPU_CONFIGS[name]
@@ -85,11 +89,11 @@ def bench_gpu(name: str, seq_len: int, batch_size: int, steps: int, layers: int 
     # Examples whose prompt alone exceeds seq_len: every sequence is cut to exactly seq_len tokens.
     body = " ".join(words[(7 * i) % 3000] for i in range(seq_len * 2))
     examples = [{"id": str(i), "text": body, "references": [" ".join(words[i: i + 20])]} for i in range(batch_size * 4)]
-    hyper = Hyper(epochs=1, batch_size=batch_size, learning_rate=1e-4, min_steps=steps, warmup_ratio=0.1, lora_r=16,
-                  lora_alpha=32, lora_dropout=0.05, cutoff_len=seq_len, load_in_4bit=False, load_in_8bit=False,
-                  gradient_checkpointing=grad_ckpt)
+    hyper = Settings(model=name, epochs=1, batch_size=batch_size, learning_rate=1e-4, min_steps=steps, warmup_ratio=0.1,
+                     lora_r=16, lora_alpha=32, lora_dropout=0.05, cutoff_len=seq_len, load_in_4bit=False,
+                     load_in_8bit=False, gradient_checkpointing=grad_ckpt)
     with tempfile.TemporaryDirectory() as tmp:
-        train_adapter(accelerator, base, task, examples, 0, Hyper(**{**hyper.__dict__, "min_steps": 3}), Path(tmp) / "w")
+        train_adapter(accelerator, base, task, examples, 0, hyper.model_copy(update={"min_steps": 3}), Path(tmp) / "w")
         metrics = train_adapter(accelerator, base, task, examples, 0, hyper, Path(tmp) / "a")  # after the warm-up run
     return {"config": name, "params": params, "layers": shape["num_hidden_layers"], "device": metrics["device"],
             "dtype": base.dtype, "seq_len": seq_len, "batch_size": batch_size, "optimizer_steps": metrics["optimizer_steps"],

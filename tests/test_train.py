@@ -19,7 +19,10 @@ from switchpoint.core.datafolder import (
 )
 from switchpoint.data.job import DataSettings, prepare
 from switchpoint.train import job as train_job
-from switchpoint.train.job import TrainSettings, encode_example, train
+from switchpoint.train import loop
+from switchpoint.train.job import train
+from switchpoint.train.loop import encode_example
+from switchpoint.train.settings import Settings
 
 FAST = dict(epochs=1, batch_size=2, min_steps=3, learning_rate=1e-2, lora_r=4, lora_alpha=8, lora_dropout=0.0,
             cutoff_len=256)
@@ -35,7 +38,7 @@ def adapter_weights(adapter_dir: Path) -> dict:
 def test_every_size_and_seed_gets_its_adapter_in_the_checkpoint_layout(jsquad_data, tmp_path, model):
     loads = modeling.BASE_MODEL_LOADS
     paths = job_paths(tmp_path / "ml")
-    summary = train(TrainSettings(model=model, data=str(jsquad_data), sizes=[2, 4, 8], seeds=[0, 1], **FAST), paths)
+    summary = train(Settings(model=model, sizes=[2, 4, 8], seeds=[0, 1], **FAST), paths, jsquad_data)
 
     assert modeling.BASE_MODEL_LOADS - loads == 1  # one base load for six adapters
     adapters = paths.checkpoints / "adapters"
@@ -48,7 +51,8 @@ def test_every_size_and_seed_gets_its_adapter_in_the_checkpoint_layout(jsquad_da
             folder = adapters / f"seed={seed}" / f"n={n}"
             assert {p.name for p in folder.iterdir()} == {"adapter_model.safetensors", "adapter_config.json",
                                                           "base.json", "train_metrics.json"}
-            assert json.loads((folder / "base.json").read_text()) == {"model": model, "fingerprint": fingerprint}
+            assert json.loads((folder / "base.json").read_text()) == {"model": model, "fingerprint": fingerprint,
+                                                                       "load_in_4bit": False, "load_in_8bit": False}
             metrics = json.loads((folder / "train_metrics.json").read_text())
             assert METRIC_FIELDS <= set(metrics)
             assert (metrics["model"], metrics["n"], metrics["seed"], metrics["device"]) == (model, n, seed, "cpu")
@@ -66,10 +70,8 @@ def test_every_size_and_seed_gets_its_adapter_in_the_checkpoint_layout(jsquad_da
 
 def test_same_seed_same_weights_and_no_carry_over_from_smaller_sizes(jsquad_data, tmp_path):
     """N=8 trained after N=2 and N=4 in one job equals N=8 trained alone: fresh adapter, untouched base."""
-    sweep = train(TrainSettings(model="tiny-gpt-neox", data=str(jsquad_data), sizes=[2, 4, 8], seeds=[0], **FAST),
-                  job_paths(tmp_path / "a"))
-    alone = train(TrainSettings(model="tiny-gpt-neox", data=str(jsquad_data), sizes=[8], seeds=[0], **FAST),
-                  job_paths(tmp_path / "b"))
+    sweep = train(Settings(model="tiny-gpt-neox", sizes=[2, 4, 8], seeds=[0], **FAST), job_paths(tmp_path / "a"), jsquad_data)
+    alone = train(Settings(model="tiny-gpt-neox", sizes=[8], seeds=[0], **FAST), job_paths(tmp_path / "b"), jsquad_data)
     assert len(sweep["adapters"]) == 3 and len(alone["adapters"]) == 1
     first = adapter_weights(tmp_path / "a" / "checkpoints" / "adapters" / "seed=0" / "n=8")
     second = adapter_weights(tmp_path / "b" / "checkpoints" / "adapters" / "seed=0" / "n=8")
@@ -93,30 +95,31 @@ def test_labels_cover_only_the_answer_and_eos(jsquad_data):
     assert full["labels"] == [-100] * len(prompt_ids) + answer_ids
     assert tok.decode([t for t in full["labels"] if t != -100]) == prompts.answer_text(example) + tok.eos_token
 
-    cut = encode_example(task, entry, tok, example, cutoff_len=len(answer_ids) + 5)
-    assert cut["truncated"] and len(cut["input_ids"]) == len(answer_ids) + 5
-    assert cut["input_ids"] == prompt_ids[-5:] + answer_ids  # the prompt loses its left end; the answer stays
-    assert cut["labels"] == [-100] * 5 + answer_ids
+    cutoff = len(full["input_ids"]) - 5  # the input text must lose a few tokens
+    cut = encode_example(task, entry, tok, example, cutoff_len=cutoff)
+    kept = len(cut["input_ids"]) - len(answer_ids)
+    assert cut["truncated"] and len(cut["input_ids"]) <= cutoff and kept < len(prompt_ids)
+    assert cut["input_ids"][kept:] == answer_ids  # the answer stays whole
+    assert cut["labels"] == [-100] * kept + answer_ids
+    assert cut["input_ids"][:3] == prompt_ids[:3]  # the template's head is kept (the input text is what shrinks)
 
 
 def test_step_count_and_epoch_order():
-    hyper = train_job.Hyper(epochs=3, batch_size=4, learning_rate=1e-3, min_steps=20, warmup_ratio=0.1, lora_r=8,
-                            lora_alpha=16, lora_dropout=0.0, cutoff_len=512, load_in_4bit=False, load_in_8bit=False,
-                            gradient_checkpointing=False)
-    assert train_job.optimizer_steps(2, hyper) == 20  # the minimum for tiny N
-    assert train_job.optimizer_steps(100, hyper) == 3 * 25
-    assert train_job.optimizer_steps(101, hyper) == 3 * 26
-    schedule = train_job.batch_schedule(10, 9, 4, seed=0)
+    settings = Settings(model="tiny-gpt-neox", epochs=3, batch_size=4, min_steps=20)
+    assert loop.optimizer_steps(2, settings) == 20  # the minimum for tiny N
+    assert loop.optimizer_steps(100, settings) == 3 * 25
+    assert loop.optimizer_steps(101, settings) == 3 * 26
+    schedule = loop.batch_schedule(10, 9, 4, seed=0)
     assert [len(b) for b in schedule] == [4, 4, 2] * 3
     for epoch in range(3):  # every example exactly once per epoch
         assert sorted(i for b in schedule[3 * epoch: 3 * epoch + 3] for i in b) == list(range(10))
-    assert schedule == train_job.batch_schedule(10, 9, 4, seed=0) != train_job.batch_schedule(10, 9, 4, seed=1)
+    assert schedule == loop.batch_schedule(10, 9, 4, seed=0) != loop.batch_schedule(10, 9, 4, seed=1)
 
 
 def test_restart_trains_only_the_adapters_not_yet_complete(jsquad_data, tmp_path, monkeypatch):
     paths = job_paths(tmp_path / "ml")
-    settings = TrainSettings(model="tiny-gpt-neox", data=str(jsquad_data), sizes=[2, 4, 8], seeds=[0], **FAST)
-    real = train_job.train_adapter
+    settings = Settings(model="tiny-gpt-neox", sizes=[2, 4, 8], seeds=[0], **FAST)
+    real = loop.train_adapter
     trained: list[int] = []
 
     def stopped_after_first(accelerator, base, task, examples, *args, **kwargs):
@@ -125,9 +128,9 @@ def test_restart_trains_only_the_adapters_not_yet_complete(jsquad_data, tmp_path
         trained.append(len(examples))
         return real(accelerator, base, task, examples, *args, **kwargs)
 
-    monkeypatch.setattr(train_job, "train_adapter", stopped_after_first)
+    monkeypatch.setattr(loop, "train_adapter", stopped_after_first)
     with pytest.raises(KeyboardInterrupt):
-        train(settings, paths)
+        train(settings, paths, jsquad_data)
     adapters = paths.checkpoints / "adapters" / "seed=0"
     assert sorted(p.name for p in adapters.iterdir()) == [".n=4.partial", "n=2"]  # no half-written n=4/
     first = (adapters / "n=2" / "adapter_model.safetensors").read_bytes()
@@ -136,9 +139,9 @@ def test_restart_trains_only_the_adapters_not_yet_complete(jsquad_data, tmp_path
         trained.append(len(examples))
         return real(accelerator, base, task, examples, *args, **kwargs)
 
-    monkeypatch.setattr(train_job, "train_adapter", counting)
+    monkeypatch.setattr(loop, "train_adapter", counting)
     trained.clear()
-    summary = train(settings, paths)
+    summary = train(settings, paths, jsquad_data)
     assert trained == [4, 8]
     assert summary["adapters"] == [{"seed": 0, "n": 2, "skipped": True}, {"seed": 0, "n": 4, "skipped": False},
                                    {"seed": 0, "n": 8, "skipped": False}]
@@ -148,7 +151,7 @@ def test_restart_trains_only_the_adapters_not_yet_complete(jsquad_data, tmp_path
     # A folder restored half-way from S3 (metrics missing) is not complete: it is trained again.
     (adapters / "n=8" / "train_metrics.json").unlink()
     trained.clear()
-    train(settings, paths)
+    train(settings, paths, jsquad_data)
     assert trained == [8]
 
 
@@ -157,14 +160,15 @@ def test_sagemaker_style_run_reads_hyperparameters_and_lets_options_override(jsq
 
     paths = job_paths(tmp_path / "ml")
     shutil.copytree(jsquad_data, paths.channel("data"))
-    write_hyperparameters(paths, {"model": "tiny-llama", "sizes": [2], "seeds": [1], "sweep": "smoke",
+    write_hyperparameters(paths, {"model": "tiny-llama", "sizes": [2], "seeds": [1], "learning-rate": "0.01",
                                   "min-steps": 2, "epochs": 5, "lora_r": 4})
     result = CliRunner().invoke(main, ["train", "train", "--ml-root", str(paths.root), "--epochs", "1"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((paths.checkpoints / "adapters" / "seed=1" / "n=2" / "train_metrics.json").read_text())
     hyper = metrics["hyperparameters"]
     assert (hyper["epochs"], hyper["min_steps"], hyper["lora_r"]) == (1, 2, 4)  # option > hyperparameters.json
-    assert (hyper["learning_rate"], hyper["lora_alpha"]) == (0.01, 16)  # the smoke sweep's train: section
+    assert hyper["learning_rate"] == pytest.approx(0.01)  # from hyperparameters.json
+    assert hyper["lora_alpha"] == Settings.model_fields["lora_alpha"].default  # the job's own default
     assert metrics["optimizer_steps"] == 2
     assert json.loads((paths.model / "train_summary.json").read_text())["adapters"] == [
         {"seed": 1, "n": 2, "skipped": False}]
@@ -172,8 +176,8 @@ def test_sagemaker_style_run_reads_hyperparameters_and_lets_options_override(jsq
 
 @pytest.mark.parametrize("hyperparameters, expected", [
     ({"model": "tiny-gpt-neox", "lerning_rate": "0.1"}, "unknown setting 'lerning_rate'"),
-    ({"model": "tiny-gpt-neox", "batch-size": "four"}, "setting 'batch-size'='four' is not a valid int"),
-    ({"model": "tiny-gpt-neox", "warmup-ratio": "1.5"}, "warmup-ratio=1.5 must be in [0, 1)"),
+    ({"model": "tiny-gpt-neox", "batch-size": "four"}, "'batch_size'='four' is invalid"),
+    ({"model": "tiny-gpt-neox", "warmup-ratio": "1.5"}, "'warmup_ratio'='1.5' is invalid: Input should be less than 1"),
     ({"model": "tiny-gpt-neox", "sizes": "16"}, "no training set for seed=0, N=16"),
 ])
 def test_bad_settings_fail_with_a_one_line_reason_under_a_moved_root(jsquad_data, tmp_path, hyperparameters, expected):
@@ -198,7 +202,7 @@ def test_out_of_gpu_memory_fails_with_advice(jsquad_data, tmp_path, monkeypatch)
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(train_job, "train_adapter", out_of_memory)
+    monkeypatch.setattr(loop, "train_adapter", out_of_memory)
     root = tmp_path / "ml"
     result = CliRunner().invoke(main, ["train", "--ml-root", str(root), "--data", str(jsquad_data),
                                        "--model", "tiny-gpt-neox", "--sizes", "2", "--seeds", "0"])
@@ -243,8 +247,8 @@ def test_adapter_learns_a_pattern_the_base_model_gets_wrong(tmp_path):
     data_dir = tmp_path / "data"
     prepare(DataSettings(task=str(_toy_task(tmp_path)), sizes=[16], seeds=[0], source="remote"), data_dir)
     paths = job_paths(tmp_path / "ml")
-    train(TrainSettings(model="tiny-gpt-neox", data=str(data_dir), epochs=1, batch_size=4, min_steps=300,
-                        learning_rate=1e-2, lora_dropout=0.0), paths)
+    train(Settings(model="tiny-gpt-neox", epochs=1, batch_size=4, min_steps=300,
+                   learning_rate=1e-2, lora_dropout=0.0), paths, data_dir)
 
     task = load_task_from_data(data_dir)
     entry = manifests.get_model("tiny-gpt-neox")
