@@ -23,6 +23,16 @@ GetModelInvocationJob call (never on wall-clock time), so tests are fast and det
 
 or the ``bedrock_fake`` fixture below (registered for every test module in conftest.py), which does the routing.
 
+Validation follows the service: CreateModelInvocationJob checks jobName (<= 63, Bedrock's pattern),
+roleArn, clientRequestToken and timeoutDurationInHours (24-168) with a 400 ValidationException; a
+job with fewer than ``min_records`` (default 100) or more than 50,000 records ends Failed; a record
+whose Messages body is malformed comes back with a per-record error. Converse/InvokeModel answer a
+malformed body with 400 ValidationException and ``throttle_first`` calls with 429
+ThrottlingException. ``hold_after=K, hold_count=C`` holds every runtime call after K answered ones
+(never answering it) and sets ``fake.holding`` once C calls are held: a test can then kill the client
+at a point reached deterministically. ``fake.answered`` counts answered runtime bodies, to prove
+that nothing was paid twice.
+
 Answers are deterministic: ``answer(system, messages) -> str`` (default: the first 12 characters of
 the last user turn after its first full-width colon). Token usage: one input token per character of
 system and message text, one output token per answer character; an answer longer than
@@ -35,8 +45,10 @@ import datetime as dt
 import hashlib
 import json
 import random
+import re
 import threading
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -48,6 +60,11 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 FINAL = ("Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired")
 PROGRESS = ("Submitted", "Validating", "Scheduled", "InProgress")
+MAX_RECORDS = 50_000
+JOB_NAME = re.compile(r"[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}")
+ROLE_ARN = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
+CLIENT_TOKEN = re.compile(r"[a-zA-Z0-9]{1,256}(-*[a-zA-Z0-9]){0,256}")
+ANTHROPIC_VERSION = "bedrock-2023-05-31"
 
 AnswerFn = Callable[[str, list], str]
 RecordErrorFn = Callable[[str, dict], "tuple[int, str] | None"]
@@ -115,7 +132,11 @@ class BedrockFake:
         self.runtime_requests: list[tuple[str, str, dict]] = []  # (operation, model id, body)
         self.get_calls = 0
         self.runtime_calls = 0
+        self.answered: Counter[str] = Counter()  # runtime bodies answered 200 (paid), by canonical JSON
         self._throttled = 0
+        self.holding = threading.Event()  # set once hold_count runtime calls are held
+        self._release = threading.Event()
+        self._held = 0
         self.configure()
         self._server: ThreadingHTTPServer | None = None
 
@@ -124,7 +145,7 @@ class BedrockFake:
                   progress: tuple[str, ...] = PROGRESS, record_error: RecordErrorFn | None = None,
                   shuffle_outputs: bool = True, min_records: int = 100, throttle_first: int = 0,
                   runtime_error: RuntimeErrorFn | None = None, stopped_writes_partial: bool = True,
-                  write_outputs: bool = True) -> None:
+                  write_outputs: bool = True, hold_after: int | None = None, hold_count: int = 1) -> None:
         """Set how the fake behaves from now on (jobs already created keep their state list).
 
         final_status: None -> Completed, or PartiallyCompleted when some record errs; or Failed,
@@ -132,6 +153,8 @@ class BedrockFake:
         record fail. throttle_first: answer that many runtime calls with 429 ThrottlingException.
         runtime_error(system, messages) -> (status, code, message) fails a runtime call.
         write_outputs=False: a finished job leaves nothing in S3 (a misconfigured role, say).
+        hold_after=K: once K runtime calls were answered, hold every further call unanswered (until the
+        fake closes); ``holding`` is set when ``hold_count`` calls are held.
         """
         self.answer = answer or default_answer
         self.final_status = final_status
@@ -144,6 +167,14 @@ class BedrockFake:
         self.runtime_error = runtime_error
         self.stopped_writes_partial = stopped_writes_partial
         self.write_outputs = write_outputs
+        self.hold_after = hold_after
+        self.hold_count = hold_count
+        self._held = 0
+        self.holding.clear()
+
+    def paid_twice(self) -> list[str]:
+        """Runtime bodies answered more than once (each answer is a billed call)."""
+        return [body for body, count in self.answered.items() if count > 1]
 
     @property
     def submissions(self) -> int:
@@ -169,6 +200,7 @@ class BedrockFake:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._release.set()  # held calls end (their client is gone)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -179,8 +211,9 @@ class BedrockFake:
         for key in ("jobName", "roleArn", "modelId", "inputDataConfig", "outputDataConfig"):
             if not body.get(key):
                 return 400, _error("ValidationException", f"{key} is required")
-        if len(body["jobName"]) > 63:
-            return 400, _error("ValidationException", "jobName must be at most 63 characters")
+        problem = _job_request_problem(body)
+        if problem:
+            return 400, _error("ValidationException", problem)
         token = body.get("clientRequestToken") or uuid.uuid4().hex
         with self.lock:
             if token in self.by_token:
@@ -194,6 +227,8 @@ class BedrockFake:
             message = self.final_message
             if problem or len(records) < self.min_records:
                 final, message = "Failed", problem or f"the job has {len(records)} records; the minimum is {self.min_records}"
+            elif len(records) > MAX_RECORDS:
+                final, message = "Failed", f"the job has {len(records)} records; the maximum is {MAX_RECORDS}"
             if final is None:
                 errs = any(self.record_error and self.record_error(r["recordId"], r["modelInput"]) for r in records)
                 final = "PartiallyCompleted" if errs else "Completed"
@@ -297,6 +332,9 @@ class BedrockFake:
         in_tok = out_tok = 0
         for rec in records:
             err = self.record_error(rec["recordId"], rec["modelInput"]) if self.record_error else None
+            invalid = messages_problem(rec["modelInput"])
+            if invalid:
+                err = (400, f"ValidationException: {invalid}")
             line = {"recordId": rec["recordId"], "modelInput": rec["modelInput"]}
             if err:
                 line["error"] = {"errorCode": err[0], "errorMessage": err[1]}
@@ -343,6 +381,24 @@ class BedrockFake:
                 self.throttle_left -= 1
                 self._throttled += 1
                 return 429, _error("ThrottlingException", "Too many requests, please wait before trying again.")
+            hold = self.hold_after is not None and sum(self.answered.values()) >= self.hold_after
+            if hold:
+                self._held += 1
+                if self._held >= self.hold_count:
+                    self.holding.set()
+        if hold:
+            self._release.wait()
+            return 503, _error("ServiceUnavailableException", "held by the test")
+        status, payload = self._answer_runtime(operation, body)
+        if status == 200:
+            with self.lock:
+                self.answered[json.dumps([model_id, body], sort_keys=True, ensure_ascii=False)] += 1
+        return status, payload
+
+    def _answer_runtime(self, operation: str, body: dict) -> tuple[int, dict]:
+        invalid = converse_problem(body) if operation == "converse" else messages_problem(body)
+        if invalid:
+            return 400, _error("ValidationException", invalid)
         if operation == "converse":
             system, messages = system_text(body.get("system")), body.get("messages", [])
             max_tokens = int(body.get("inferenceConfig", {}).get("maxTokens", 1024))
@@ -359,6 +415,59 @@ class BedrockFake:
         return 200, {"output": {"message": {"role": "assistant", "content": [{"text": text}]}}, "stopReason": stop,
                      "usage": {"inputTokens": in_tok, "outputTokens": out_tok, "totalTokens": in_tok + out_tok},
                      "metrics": {"latencyMs": 1}}
+
+
+def _job_request_problem(body: dict) -> str | None:
+    """CreateModelInvocationJob's parameter constraints (botocore's model and the API reference)."""
+    name, token = body["jobName"], body.get("clientRequestToken")
+    if len(name) > 63 or not JOB_NAME.fullmatch(name):
+        return f"jobName {name!r} must be 1-63 characters matching {JOB_NAME.pattern}"
+    if not ROLE_ARN.fullmatch(body["roleArn"]):
+        return f"roleArn {body['roleArn']!r} is not an IAM role ARN"
+    if token is not None and not CLIENT_TOKEN.fullmatch(token):
+        return f"clientRequestToken {token!r} does not match {CLIENT_TOKEN.pattern}"
+    hours = body.get("timeoutDurationInHours")
+    if hours is not None and not 24 <= int(hours) <= 168:
+        return f"timeoutDurationInHours {hours} must be between 24 and 168"
+    for key, config in (("inputDataConfig", "s3InputDataConfig"), ("outputDataConfig", "s3OutputDataConfig")):
+        uri = (body[key].get(config) or {}).get("s3Uri", "")
+        if not str(uri).startswith("s3://"):
+            return f"{key}.{config}.s3Uri {uri!r} must be an s3:// URI"
+    return None
+
+
+def _turns_problem(messages: Any) -> str | None:
+    if not isinstance(messages, list) or not messages:
+        return "messages: at least one message is required"
+    for i, message in enumerate(messages):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if not isinstance(message, dict) or message.get("role") != expected:
+            return f"messages.{i}.role: roles must alternate, starting with user (expected {expected})"
+        if not message_text(message.get("content", "")):
+            return f"messages.{i}.content: text content blocks must be non-empty"
+    return None
+
+
+def messages_problem(body: dict) -> str | None:
+    """Why an Anthropic Messages body (InvokeModel, batch modelInput) is invalid, or None."""
+    if body.get("anthropic_version") != ANTHROPIC_VERSION:
+        return f"anthropic_version must be {ANTHROPIC_VERSION}"
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        return "max_tokens: a positive integer is required"
+    if not 0 <= body.get("temperature", 1) <= 1:
+        return "temperature: must be between 0 and 1"
+    return _turns_problem(body.get("messages"))
+
+
+def converse_problem(body: dict) -> str | None:
+    """Why a Converse body is invalid, or None."""
+    config = body.get("inferenceConfig") or {}
+    if "maxTokens" in config and (not isinstance(config["maxTokens"], int) or config["maxTokens"] < 1):
+        return "inferenceConfig.maxTokens: must be at least 1"
+    if not 0 <= config.get("temperature", 1) <= 1:
+        return "inferenceConfig.temperature: must be between 0 and 1"
+    return _turns_problem(body.get("messages"))
 
 
 def _error(code: str, message: str) -> dict:
@@ -385,8 +494,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         if status >= 400:
             self.send_header("x-amzn-ErrorType", payload.get("__type", "InternalServerException"))
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:  # the client was killed while its call was held
+            pass
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         url = urlparse(self.path)
