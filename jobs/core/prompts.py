@@ -140,7 +140,7 @@ PROMPT_FORMATS = ("chat-template", *NAMED_TEMPLATES)
 
 
 def format_prompt(model_entry: dict, system: str, turns: list[Turn], tokenizer: Any = None) -> str:
-    """The prompt text for an open model, ending where the answer starts (no literal BOS)."""
+    """The prompt text for an open model, ending where the answer starts."""
     fmt = model_entry["prompt_format"]
     if fmt == "chat-template":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
@@ -154,22 +154,11 @@ def format_prompt(model_entry: dict, system: str, turns: list[Turn], tokenizer: 
             first = {**turns[0], "content": f"{system}\n\n{turns[0]['content']}"}
             text = tokenizer.apply_chat_template([messages[0], first, *turns[1:]], tokenize=False,
                                                  add_generation_prompt=True)
-        return _without_literal_bos(text, tokenizer)
+        return text  # a literal BOS the template writes stays: the card tokenises this text as it is
     try:
         return NAMED_TEMPLATES[fmt](system, turns)
     except KeyError:
         raise JobError(f"model {model_entry.get('name')!r}: unknown prompt_format {fmt!r}") from None
-
-
-def _without_literal_bos(text: str, tokenizer: Any) -> str:
-    """Drop a chat template's literal BOS: ``encode_prompt`` adds the BOS id where the model wants one.
-
-    Keeping it as text would give two BOS tokens with a tokenizer that adds its own.
-    """
-    bos = getattr(tokenizer, "bos_token", None)
-    if bos and text.startswith(bos):
-        return text[len(bos):]
-    return text
 
 
 def model_prompt(task: dict, model_entry: dict, example: dict, shots: Sequence[dict] = (), tokenizer: Any = None,
@@ -190,7 +179,8 @@ def postprocess(task: dict, generated: str) -> str:
 
 # --- tokenisation: the one way every job turns a prompt into ids -------------------------------
 # Each model card tokenises its prompt without the tokenizer's special tokens and puts a BOS where
-# the model was trained with one (Llama-2 family: yes; GPT-NeoX, Qwen: no). transformers 5 turns
+# the model was trained with one (Llama-2 family: yes; GPT-NeoX, Qwen: no; a chat template writes
+# its own, as apply_chat_template(tokenize=True) tokenises the rendered text as it is). transformers 5 turns
 # rinna's T5Tokenizer into a fast tokenizer that appends "</s>" whenever special tokens are added,
 # so no job calls a tokenizer with special tokens: the BOS is added here, an EOS never.
 @dataclass
@@ -217,7 +207,9 @@ def prompt_wants_bos(entry: dict, tokenizer: Any) -> bool:
 def encode_prompt(tokenizer: Any, entry: dict, text: str) -> list[int]:
     """Prompt ids as the model card builds them: BOS only where the model wants it, never an EOS."""
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return [tokenizer.bos_token_id, *ids] if prompt_wants_bos(entry, tokenizer) else ids
+    if prompt_wants_bos(entry, tokenizer) and ids[:1] != [tokenizer.bos_token_id]:  # a chat template may write it
+        ids.insert(0, tokenizer.bos_token_id)
+    return ids
 
 
 def to_model_text(entry: dict, text: str) -> str:
@@ -247,7 +239,9 @@ def decode_generation(tokenizer: Any, entry: dict, ids: Sequence[int], stop_ids:
         if token in stop_ids:
             ids = ids[:i]
             break
-    return from_model_text(entry, tokenizer.decode(ids, skip_special_tokens=True))
+    # Embedding rows past the vocabulary (Qwen2.5 has 151,936 rows for 151,665 tokens) carry no text.
+    size = len(tokenizer)
+    return from_model_text(entry, tokenizer.decode([t for t in ids if t < size], skip_special_tokens=True))
 
 
 def fit_prompt(task: dict, entry: dict, example: dict, shots: Sequence[dict], tokenizer: Any,

@@ -1,0 +1,220 @@
+"""Every Hub model of models.yaml, on a tiny replica of its real repository, meets its model card.
+
+The replicas (tests/replicas/) keep each repository's config keys, special-token ids, tokenizer
+class and kind of tokenizer file, tokenizer_config.json and generation_config.json, laid out as a
+hub cache under the real Hub id, so the real ``from_pretrained(hub_id, revision=...)`` path runs
+offline. Where transformers 5 differs from a card (rinna's sentencepiece tokenizers), the card wins.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from switchpoint.core import manifests, modeling, prompts
+from switchpoint.core.datafolder import load_task_from_data, read_eval_set, read_train_set
+
+sys.path.insert(0, str(Path(__file__).parent / "replicas"))
+from build import build_all, manifest_revisions  # noqa: E402
+from specs import SPECS  # noqa: E402
+
+HUB_MODELS = sorted(k for k, m in manifests.load_models().items() if m["source"] == "hub")
+
+
+@pytest.fixture(scope="session")
+def replica_cache(tmp_path_factory) -> Path:
+    cache = tmp_path_factory.mktemp("replica-hub-cache")
+    build_all(cache, manifest_revisions())
+    return cache
+
+
+@pytest.fixture
+def hub(replica_cache, monkeypatch) -> Path:
+    """The replica cache as this test's HF hub cache, offline (constants are read at import time)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(replica_cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(replica_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return replica_cache
+
+
+_BASES: dict[str, modeling.BaseModel] = {}
+
+
+def base_of(name: str, data_dir: Path) -> modeling.BaseModel:
+    if name not in _BASES:
+        _BASES[name] = modeling.load_base({**manifests.get_model(name), "name": name}, data_dir, device="cpu")
+    return _BASES[name]
+
+
+def test_every_hub_model_has_a_replica_and_a_revision():
+    entries = {k: manifests.get_model(k) for k in HUB_MODELS}
+    assert sorted(m["hub_id"] for m in entries.values()) == sorted(SPECS)
+    assert all(m.get("revision") for m in entries.values())
+
+
+@pytest.mark.parametrize("name", HUB_MODELS)
+def test_replica_loads_through_the_real_hub_path_with_the_published_contract(hub, jsquad_data, name):
+    entry = manifests.get_model(name)
+    spec = SPECS[entry["hub_id"]]
+    base = base_of(name, jsquad_data)
+    config = base.model.config
+    assert type(base.model).__name__ == spec.config["architectures"][0]
+    assert config.model_type == spec.config["model_type"] and config.vocab_size == spec.vocab_size
+    assert config.max_position_embeddings >= entry["context_length"]
+    assert config.tie_word_embeddings == spec.config["tie_word_embeddings"]
+    if config.model_type == "gpt_neox":
+        assert config.use_parallel_residual is False
+    snapshot = next((hub / f"models--{entry['hub_id'].replace('/', '--')}" / "snapshots").iterdir())
+    assert (snapshot / spec.tokenizer_file).is_file()
+    if spec.tokenizer_file != "tokenizer.json":
+        assert not (snapshot / "tokenizer.json").exists()  # sentencepiece only, as published
+    for token, index in spec.specials.items():
+        assert base.tokenizer.convert_tokens_to_ids(token) == index
+
+
+def _example_and_prompt(name: str, data_dir: Path, shots: int = 0):
+    task = load_task_from_data(data_dir)
+    entry = {**manifests.get_model(name), "name": name}
+    base = base_of(name, data_dir)
+    example = read_eval_set(data_dir)[0]
+    example = {**example, "context": example["context"][:80] + "\n" + example["context"][80:160]}
+    text = prompts.model_prompt(task, entry, example, read_train_set(data_dir, 0, shots) if shots else (),
+                                tokenizer=base.tokenizer)
+    return task, entry, base, example, text
+
+
+CARD_LAYOUT = {
+    "rinna-3.6b-ppo": (lambda t: t.startswith("ユーザー: ") and t.endswith("<NL>システム: ") and "\n" not in t),
+    "rinna-4b-ppo": (lambda t: t.startswith("ユーザー: ") and t.endswith("\nシステム: ") and "<NL>" not in t),
+    "elyza-7b": (lambda t: t.startswith("[INST] <<SYS>>\n") and "\n<</SYS>>\n\n" in t and t.endswith(" [/INST] ")),
+    "swallow-13b": (lambda t: t.startswith(prompts.SWALLOW_HEADER + "\n\n### 指示:\n") and "\n\n### 入力:\n" in t
+                    and t.endswith("\n\n### 応答:")),
+    "open-calm-1b": (lambda t: t.startswith(prompts.ALPACA_HEADER) and t.endswith("### 応答:\n")),
+    "qwen2.5-1.5b-instruct": (lambda t: t.startswith("<|im_start|>system\n") and t.endswith("<|im_start|>assistant\n")),
+    "llm-jp-3-1.8b-instruct": (lambda t: t.startswith("<s|LLM-jp>以下は、タスクを説明する指示です。") and t.endswith("\n\n### 応答:\n")),
+    "sarashina2.2-1b-instruct": (lambda t: t.startswith("<|system|>") and t.endswith("<|assistant|>")),
+}
+
+
+@pytest.mark.parametrize("name", HUB_MODELS)
+def test_prompt_is_laid_out_as_the_model_card_says(hub, jsquad_data, name):
+    task, entry, base, example, text = _example_and_prompt(name, jsquad_data, shots=2)
+    assert CARD_LAYOUT[name](text), text[:200]
+    assert task["prompt"]["instruction"].splitlines()[0] in text.replace("<NL>", "\n")  # never dropped by a template
+    assert example["question"] in text
+
+
+@pytest.mark.parametrize("name", HUB_MODELS)
+def test_prompt_ids_hold_bos_only_where_the_card_puts_it_and_never_end_in_eos(hub, jsquad_data, name):
+    _, entry, base, example, text = _example_and_prompt(name, jsquad_data)
+    tok = base.tokenizer
+    ids = prompts.encode_prompt(tok, entry, text)
+    assert ids[-1] not in modeling.stop_token_ids(base)
+    if entry["add_bos"]:
+        assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
+    else:
+        assert tok.bos_token_id is None or tok.bos_token_id not in ids
+    # The card's own recipe gives the same ids.
+    if entry.get("tokenizer") == "sentencepiece":  # rinna: sentencepiece, add_special_tokens=False
+        assert ids == tok.sp_model.encode(text)
+    elif entry["prompt_format"] in ("llama2", "swallow"):  # Llama-2's reference: [bos] + sentencepiece ids
+        import sentencepiece
+        from huggingface_hub import hf_hub_download
+
+        sp = sentencepiece.SentencePieceProcessor(model_file=hf_hub_download(entry["hub_id"], "tokenizer.model",
+                                                                             revision=entry["revision"]))
+        assert ids == [tok.bos_token_id] * entry["add_bos"] + sp.encode(text)
+    elif entry["prompt_format"] == "chat-template":  # the card: apply_chat_template(..., tokenize=True)
+        system, turns = prompts.build_turns(load_task_from_data(jsquad_data), example)
+        messages = [{"role": "system", "content": system}, *turns]
+        if entry["hub_id"].startswith("llm-jp/"):  # its template drops the system text: folded into the question
+            messages = [messages[0], {"role": "user", "content": f"{system}\n\n{turns[0]['content']}"}]
+        templated = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+        assert ids == list(templated["input_ids"] if hasattr(templated, "keys") else templated)
+
+
+def test_transformers_conversion_of_rinnas_tokenizer_breaks_the_card_and_the_project_does_not_use_it(hub, jsquad_data):
+    from transformers import AutoTokenizer
+
+    entry = manifests.get_model("rinna-4b-ppo")
+    converted = AutoTokenizer.from_pretrained(entry["hub_id"], revision=entry["revision"])
+    ours = base_of("rinna-4b-ppo", jsquad_data).tokenizer
+    text = "一行目\n二行目☃"
+    assert converted(text)["input_ids"][-1] == converted.eos_token_id  # transformers 5 appends </s>
+    assert "\n" not in converted.decode(converted(text, add_special_tokens=False)["input_ids"])  # and drops \n
+    ids = prompts.encode_prompt(ours, {**entry, "name": "rinna-4b-ppo"}, text)
+    assert ours.decode(ids) == text and ids[-1] != ours.eos_token_id
+
+
+@pytest.mark.parametrize("name", HUB_MODELS)
+def test_newlines_survive_both_ways(hub, jsquad_data, name):
+    entry = {**manifests.get_model(name), "name": name}
+    tok = base_of(name, jsquad_data).tokenizer
+    answer = "一行目\n二行目"
+    target = prompts.encode_answer(tok, entry, answer)
+    assert target[-1] == tok.eos_token_id
+    written = tok.decode(target[:-1], skip_special_tokens=True)
+    if entry.get("newline"):
+        assert written == answer.replace("\n", entry["newline"])  # trained on <NL>, as the card writes
+    generated = prompts.decode_generation(tok, entry, target, [tok.eos_token_id])
+    assert generated == answer
+    task = {"generation": {"stop": ["\n"]}}
+    assert prompts.postprocess(task, generated) == "一行目"  # JSQuAD's stop at "\n" fires
+
+
+@pytest.mark.parametrize("name", HUB_MODELS)
+def test_training_prompt_ids_equal_inference_prompt_ids(hub, jsquad_data, xlsum_data, name):
+    from switchpoint.infer_local.passes import Pass, build_prompts
+    from switchpoint.train.loop import encode_example
+
+    for data_dir in (jsquad_data, xlsum_data):
+        task = load_task_from_data(data_dir)
+        entry = {**manifests.get_model(name), "name": name}
+        base = base_of(name, jsquad_data)
+        example = read_train_set(data_dir, 0, 2)[0]
+        p = Pass(None, None, [])
+        build_prompts(p, task, entry, [example], data_dir, base.tokenizer, budget=10_000)
+        encoded = encode_example(task, entry, base.tokenizer, example, cutoff_len=10_000)
+        n = len(p.prompt_ids[0])
+        assert encoded["input_ids"][:n] == p.prompt_ids[0] and encoded["labels"][:n] == [-100] * n
+        # Too long for both: the same function cuts the article, so equal budgets give equal ids.
+        answer = prompts.encode_answer(base.tokenizer, entry, prompts.answer_text(example))
+        budget = n - 12
+        short = Pass(None, None, [])
+        build_prompts(short, task, entry, [example], data_dir, base.tokenizer, budget=budget)
+        cut = encode_example(task, entry, base.tokenizer, example, cutoff_len=budget + len(answer))
+        assert short.truncated == 1 and cut["truncated"]
+        assert cut["input_ids"] == short.prompt_ids[0] + answer
+
+
+@pytest.mark.parametrize("name", HUB_MODELS)
+def test_lora_target_modules_exist_in_the_model(hub, jsquad_data, name):
+    entry = manifests.get_model(name)
+    names = {n.rsplit(".", 1)[-1] for n, _ in base_of(name, jsquad_data).model.named_modules()}
+    assert set(entry["lora_target_modules"]) <= names
+
+
+@pytest.mark.parametrize("name", HUB_MODELS)
+def test_generations_carry_no_special_token_text_or_byte_pieces(hub, jsquad_data, name):
+    import torch
+
+    _, entry, base, _, text = _example_and_prompt(name, jsquad_data)
+    tok = base.tokenizer
+    ids = torch.tensor([prompts.encode_prompt(tok, entry, text)])
+    with torch.inference_mode():
+        out = base.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False,
+                                  pad_token_id=tok.pad_token_id, eos_token_id=modeling.stop_token_ids(base))
+    # A random model's tokens, plus every special token and a split multi-byte character.
+    generated = out[0, ids.shape[1]:].tolist() + tok.all_special_ids + tok.encode("☃日本", add_special_tokens=False)
+    decoded = prompts.decode_generation(tok, entry, generated)
+    assert "<0x" not in decoded and "<NL>" not in decoded
+    assert not any(s in decoded for s in tok.all_special_tokens if s)
+
+
+def test_generate_keeps_every_eos_id_of_qwens_generation_config(hub, jsquad_data):
+    base = base_of("qwen2.5-1.5b-instruct", jsquad_data)
+    assert base.model.generation_config.eos_token_id == [151645, 151643]
+    assert modeling.stop_token_ids(base) == [151645, 151643]
