@@ -8,9 +8,15 @@ from switchpoint.core.contract import JobError
 from switchpoint.core.datafolder import read_eval_set, read_train_set
 from switchpoint.core.prompts import (
     build_turns,
+    encode_answer,
+    encode_prompt,
+    fit_prompt,
+    fit_training_example,
     format_prompt,
+    from_model_text,
     model_prompt,
     postprocess,
+    to_model_text,
 )
 
 
@@ -62,14 +68,73 @@ def _tokenizer_with_bos(chat_template: str):
     return tok
 
 
-def test_a_chat_templates_literal_bos_is_not_doubled():
+def test_a_chat_templates_literal_bos_is_kept_and_never_doubled():
     template = "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}[assistant]"
     tok = _tokenizer_with_bos(template)
     entry = {"name": "chat", "prompt_format": "chat-template"}
     text = format_prompt(entry, "sys", [{"role": "user", "content": "質問"}], tok)
-    assert text == "[system]sys[user]質問[assistant]"
-    ids = tok(text)["input_ids"]
-    assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id
+    assert text == "<s>[system]sys[user]質問[assistant]"  # tokenised as it is, like apply_chat_template(tokenize=True)
+    for wants_bos in (True, False, None):
+        chosen = entry if wants_bos is None else {**entry, "add_bos": wants_bos}
+        ids = encode_prompt(tok, chosen, text)
+        assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id
+
+
+def test_prompt_ids_never_carry_the_tokenizers_added_eos():
+    from tokenizers import processors
+
+    tok = _tokenizer_with_bos("")
+    tok.add_special_tokens({"eos_token": "</s>"})
+    # A post-processor like transformers 5's converted T5Tokenizer: appends </s> with special tokens.
+    tok._tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", tok.eos_token_id)])
+    assert tok("質問")["input_ids"][-1] == tok.eos_token_id
+    for add_bos in (True, False):
+        ids = encode_prompt(tok, {"name": "m", "add_bos": add_bos}, "質問")
+        assert ids[-1] != tok.eos_token_id and (ids[0] == tok.bos_token_id) == add_bos
+
+
+@pytest.mark.parametrize("fmt,start,end", [
+    ("swallow", "以下に、あるタスクを説明する指示があり、それに付随する入力が更なる文脈を提供しています。", "\n\n### 応答:"),
+    ("rinna-bilingual", "ユーザー: ", "\nシステム: "), ("rinna", "ユーザー: ", "<NL>システム: "),
+    ("llama2", "[INST] <<SYS>>\n", " [/INST] ")])
+def test_each_named_layout_follows_its_model_card(jsquad_data, fmt, start, end):
+    task = manifests.load_task("jsquad")
+    example = read_eval_set(jsquad_data)[0]
+    shots = read_train_set(jsquad_data, 0, 2)
+    text = model_prompt(task, {"name": "m", "prompt_format": fmt}, example, shots)
+    assert text.startswith(start) and text.endswith(end)
+    assert (fmt == "rinna") == ("\n" not in text)  # only rinna-3.6b writes newlines as <NL>
+    if fmt == "swallow":
+        assert text.count("### 入力:") == 3 and text.count("### 応答:") == 3 and f"### 指示:\n{task['prompt']['instruction']}" in text
+
+
+def test_newline_marker_both_ways():
+    entry = {"name": "rinna", "newline": "<NL>"}
+    assert to_model_text(entry, "a\nb") == "a<NL>b" and from_model_text(entry, "a<NL>b") == "a\nb"
+    assert to_model_text({"name": "m"}, "a\nb") == "a\nb"
+
+
+def test_fitting_shortens_only_the_input_field_and_is_the_same_for_training(xlsum_data):
+    from switchpoint.core.tiny import train_tokenizer
+
+    task = manifests.load_task("xlsum")
+    example = read_eval_set(xlsum_data)[0]
+    entry = {"name": "m", "prompt_format": "alpaca", "add_bos": False}
+    tok = train_tokenizer([example["text"], task["prompt"]["instruction"], "以下は 指示 入力 応答"], vocab_size=600)
+    full = fit_prompt(task, entry, example, (), tok, budget=100_000)
+    assert not full.truncated and full.ids == encode_prompt(tok, entry, full.text)
+    budget = len(full.ids) // 2
+    cut = fit_prompt(task, entry, example, (), tok, budget)
+    assert cut.truncated and budget - 3 <= len(cut.ids) <= budget  # as few characters as needed are cut
+    head, article = cut.text.split("### 入力:\n", 1)
+    assert head == full.text.split("### 入力:\n", 1)[0] and cut.text.endswith("### 応答:\n")
+    kept = article.split("\n\n### 応答:")[0]
+    assert kept and example["text"].endswith(kept.split("記事：", 1)[-1]) and len(kept) < len(example["text"])
+    # Training: the answer is kept whole, the same function fits the prompt in what is left.
+    answer = encode_answer(tok, entry, example["references"][0])
+    prompt_ids, answer_ids, truncated = fit_training_example(task, entry, example, tok, budget + len(answer))
+    assert truncated and answer_ids == answer and prompt_ids == cut.ids
+    assert fit_prompt(task, entry, example, (), tok, budget=5) is None  # not even the template fits
 
 
 def test_chat_template_missing_is_a_clear_error():
