@@ -115,6 +115,15 @@ TASK_SCHEMA: dict[str, Any] = {
         },
         "metrics": {"type": "array", "minItems": 1, "items": {"type": "string"}},
         "primary_metric": {"type": "string"},
+        # Typical lengths of the real data, for `plan`'s estimates where the bundled sample is shorter.
+        "lengths": {
+            "type": "object",
+            "required": ["source"],
+            "additionalProperties": False,
+            "properties": {"input_chars": {"type": "number", "minimum": 1},
+                           "reference_chars": {"type": "number", "minimum": 1},
+                           "eval_rows": {"type": "integer", "minimum": 1}, "source": {"type": "string"}},
+        },
         "sampling": {
             "type": "object",
             "additionalProperties": False,
@@ -172,10 +181,28 @@ API_MODELS_SCHEMA: dict[str, Any] = {
             "additionalProperties": {
                 "type": "object",
                 "required": ["bedrock_model_id", "context_window", "input_per_mtok", "output_per_mtok",
-                             "batch_discount", "price_date", "price_source"],
+                             "batch", "batch_discount", "availability", "cache_min_tokens", "cache_min_tokens_source",
+                             "price_date", "price_source"],
                 "additionalProperties": False,
+                # batch: whether Bedrock batch inference serves the model; then it must have a batch price.
+                "if": {"properties": {"batch": {"const": True}}},
+                "then": {"properties": {"batch_discount": {"exclusiveMinimum": 0}}},
                 "properties": {
                     "bedrock_model_id": {"type": "string"},
+                    "batch": {"type": "boolean"},
+                    "availability": {
+                        "type": "object",
+                        "required": ["status", "source"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "status": {"enum": ["active", "legacy", "retired"]},
+                            "date": {"type": ["string", "null"]},
+                            "source": {"type": "string", "minLength": 1},
+                            "replacement": {"type": ["string", "null"]},
+                        },
+                    },
+                    "cache_min_tokens": {"type": ["integer", "null"], "minimum": 1},
+                    "cache_min_tokens_source": {"type": "string", "minLength": 1},
                     "inference_profile": {"type": "string"},
                     "region": {"type": "string"},
                     "context_window": {"type": "integer", "minimum": 1},
@@ -188,7 +215,6 @@ API_MODELS_SCHEMA: dict[str, Any] = {
                     "price_date": {"type": "string"},
                     "price_source": {"type": "string"},
                     "note": {"type": "string"},
-                    "legacy": {"type": "boolean"},
                 },
             },
         }
@@ -259,7 +285,9 @@ SWEEP_SCHEMA: dict[str, Any] = {
             "properties": {
                 "shots": {"type": "array", "items": {"type": "integer", "minimum": 0}},
                 "variants": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
-                "mode": {"enum": ["auto", "batch", "on-demand"]},
+                # One mode for every API model, or a mapping {api model: mode} (auto where not named).
+                "mode": {"anyOf": [{"enum": ["auto", "batch", "on-demand"]},
+                                   {"type": "object", "additionalProperties": {"enum": ["auto", "batch", "on-demand"]}}]},
                 "max_usd": {"type": ["number", "null"], "minimum": 0},
                 "role_arn": {"type": ["string", "null"]},
                 "s3_prefix": {"type": ["string", "null"]},
@@ -272,6 +300,9 @@ SWEEP_SCHEMA: dict[str, Any] = {
             "properties": {
                 "epochs": {"type": "number", "exclusiveMinimum": 0},
                 "batch_size": {"type": "integer", "minimum": 1},
+                "micro_batch_size": {"type": "integer", "minimum": 1},
+                "max_grad_norm": {"type": "number", "minimum": 0},
+                "load_in_8bit": {"type": "boolean"},
                 "learning_rate": {"type": "number", "exclusiveMinimum": 0},
                 "min_steps": {"type": "integer", "minimum": 0},
                 "warmup_ratio": {"type": "number", "minimum": 0, "maximum": 1},
@@ -540,14 +571,14 @@ def _resolve_models(items: list, known: dict[str, dict], path: Path) -> tuple[li
 
 
 def seeds_at(n: int, seeds: list[int], seeds_up_to_n: int | None) -> list[int]:
-    """The seeds drawn at size ``n``: all of them up to ``seeds_up_to_n``, the first beyond it.
+    """The seeds drawn at size ``n``: all of them up to ``seeds_up_to_n``, the smallest beyond it.
 
     Which N examples are drawn matters most at small N; at large N the draw averages out and a
     second seed costs as much as the first, so a sweep may stop repeating seeds there.
     """
     if seeds_up_to_n is None or n <= seeds_up_to_n:
         return list(seeds)
-    return list(seeds[:1])
+    return [min(seeds)] if seeds else []
 
 
 def prepared_sizes(sweep: dict, task_name: str) -> list[int]:

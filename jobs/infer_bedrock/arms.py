@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import click
 from switchpoint.core.contract import JobError
-from switchpoint.core.datafolder import data_info, load_task_from_data, read_eval_set, read_train_set
+from switchpoint.core.datafolder import (
+    data_info,
+    load_task_from_data,
+    read_eval_set,
+    read_train_set,
+)
 from switchpoint.core.predictions import Arm
 from switchpoint.core.pricing import token_usd
 from switchpoint.core.prompts import variant_spec
 from switchpoint.infer_bedrock.context import NAME
-from switchpoint.infer_bedrock.requests import ArmPlan, build_arm_requests, context_guard, max_output_tokens
+from switchpoint.infer_bedrock.requests import (
+    ArmPlan,
+    build_arm_requests,
+    context_guard,
+    max_output_tokens,
+)
 from switchpoint.infer_bedrock.settings import Settings, arm_mode
 
 
@@ -57,6 +67,9 @@ def plan_arms(settings: Settings, data_dir: Path, api_model: dict) -> tuple[dict
     eval_set = read_eval_set(data_dir)
     if not eval_set:
         raise JobError(f"{Path(data_dir) / 'eval.jsonl'}: no eval examples; re-run the data step")
+    for lineno, example in enumerate(eval_set, start=1):
+        if not isinstance(example, dict) or not isinstance(example.get("id"), (str, int)):
+            raise JobError(f"{Path(data_dir) / 'eval.jsonl'}: example {lineno} has no 'id'; re-run the data step")
     variants = variants_of(settings)
     for variant in variants:
         variant_spec(task, variant)  # unknown variant -> JobError naming the known ones

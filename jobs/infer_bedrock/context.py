@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import click
 from switchpoint.core.contract import JobError
@@ -46,7 +47,7 @@ def sleep(seconds: float) -> None:
 def request_hash(model_id: str, request: Request, max_tokens: int) -> str:
     """Identity of a request: same model and body -> same answer (temperature 0) -> pay once."""
     body = json.dumps(messages_body(request, max_tokens), ensure_ascii=False, sort_keys=True)
-    return hashlib.sha256(f"{model_id}\n{body}".encode("utf-8")).hexdigest()[:24]
+    return hashlib.sha256(f"{model_id}\n{body}".encode()).hexdigest()[:24]
 
 
 def aws_call(what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:

@@ -22,6 +22,7 @@ Identical requests in different arms (N=0 for every seed) are sent once.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,12 @@ from switchpoint.core.contract import JobError, job_paths, read_hyperparameters,
 from switchpoint.core.datafolder import MODELS_FILE, api_model_entry
 from switchpoint.core.settings import COMMAND_LINE, load_settings, options
 from switchpoint.core.store import S3Store, open_store
-from switchpoint.infer_bedrock.arms import plan_arms, print_plan, resolve_model_id, resolve_region
+from switchpoint.infer_bedrock.arms import (
+    plan_arms,
+    print_plan,
+    resolve_model_id,
+    resolve_region,
+)
 from switchpoint.infer_bedrock.batch import run_batch_phase
 from switchpoint.infer_bedrock.context import NAME, Context, log, request_hash
 from switchpoint.infer_bedrock.on_demand import run_on_demand
@@ -53,6 +59,23 @@ def check_data_folder(data_dir: Path) -> None:
     for name in DATA_FILES:
         if not (data_dir / name).is_file():
             raise JobError(f"{data_dir / name}: missing; the data folder must be the output of `switchpoint data`")
+    task, info = _json_object(data_dir / "task.json"), _json_object(data_dir / "data.json")
+    if not isinstance(task.get("name"), str) or not isinstance(task.get("generation", {}).get("max_new_tokens"), int):
+        raise JobError(f"{data_dir / 'task.json'}: expected a task with 'name' and 'generation.max_new_tokens' "
+                       "(the data step's task.json)")
+    for key in ("sizes", "seeds"):
+        if not isinstance(info.get(key), list) or not all(isinstance(v, int) for v in info[key]):
+            raise JobError(f"{data_dir / 'data.json'}: at {key}: expected a list of integers (the data step's data.json)")
+
+
+def _json_object(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise JobError(f"{path}: not readable as JSON ({getattr(err, 'msg', err)}); re-run the data step") from err
+    if not isinstance(value, dict):
+        raise JobError(f"{path}: expected a JSON object, got {type(value).__name__}; re-run the data step")
+    return value
 
 
 def load_api_model(settings: Settings, data_dir: Path) -> dict:

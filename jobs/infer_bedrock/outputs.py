@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from switchpoint.core.predictions import prediction_record, write_predictions
 from switchpoint.core.pricing import token_usd

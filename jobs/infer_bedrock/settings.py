@@ -8,7 +8,8 @@ spent, how an API model would run and whether it can be called at all.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 from switchpoint.core.settings import JobSettings

@@ -57,7 +57,7 @@ class Answer:
         return self.error is None
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "Answer":
+    def from_dict(cls, raw: dict) -> Answer:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})
 
