@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from switchpoint.core import pricing
+from switchpoint.core import layout, pricing
 from switchpoint.core.contract import JobError
 from switchpoint.core.manifests import load_api_models, load_prices
 from switchpoint.core.predictions import Arm
@@ -15,6 +15,7 @@ from switchpoint.report import costs
 
 PRICES = load_prices()
 API = load_api_models()
+CONTENTS = layout.RunContents(models=("m",), api_models=("claude-haiku-4.5",), sizes=(0, 2, 4, 8), seeds=(0,))
 
 
 def _write(path: Path, value) -> None:
@@ -46,7 +47,7 @@ def test_split_shares_a_job_by_wall_seconds():
 
 
 def test_api_on_demand_batch_and_cached_by_hand():
-    api = API["claude-haiku-4.5"]  # $1 in, $5 out per Mtok, batch 50% off, cache write 1.25, read 0.10
+    api = {**API["claude-haiku-4.5"], "cache_min_tokens": 0}  # $1 in, $5 out per Mtok, batch 50%, cache 1.25/0.10
     usage = costs.ApiUsage(records=1000, input_tokens=1_000_000, output_tokens=200_000, prefix_tokens=500.0)
     got = costs.api_costs(usage, api)
     assert got["api_usd"] == pytest.approx(1.0 + 1.0)
@@ -85,11 +86,34 @@ def test_parse_arm_accepts_objects_and_file_names():
         costs.parse_arm("garbage", "metrics.json arms[0]")
 
 
-def test_find_run_matches_job_and_model_names():
-    runs = {"train-m1": {"a": 1}, "infer-local-m1": {"b": 2}, "train-m10": {"c": 3}}
-    assert costs.find_run(runs, "train", "m1") == {"a": 1}
-    assert costs.find_run(runs, "infer-local", "m1") == {"b": 2}
-    assert costs.find_run(runs, "train", "m2") is None
+def test_a_step_record_is_found_by_the_layout_not_by_parsing_names(tmp_path):
+    _write(tmp_path / "runs/train-m1.json", {"a": 1})
+    _write(tmp_path / "runs/train-m10.json", {"c": 3})
+    assert costs.read_run(tmp_path, layout.train_step("m1")) == {"a": 1, "_file": "runs/train-m1.json"}
+    assert costs.read_run(tmp_path, layout.train_step("m2")) is None
+
+
+def test_the_prompt_cache_is_not_applied_below_the_models_minimum_cacheable_length():
+    api = {**API["claude-haiku-4.5"], "cache_min_tokens": 4096}  # Claude Haiku 4.5 on Bedrock: 4,096 tokens
+    short = costs.api_costs(costs.ApiUsage(1000, 1_000_000, 200_000, prefix_tokens=500.0), api)
+    assert short["api_usd_cached"] is None and short["api_per_1k_cached"] is None
+    long = costs.api_costs(costs.ApiUsage(1000, 6_000_000, 200_000, prefix_tokens=5000.0), api)
+    # 5000 prefix tokens written once, read 999 times, 1000 other input tokens per request, output
+    expected = 5000 / 1e6 * 1.25 + 5000 * 999 / 1e6 * 0.10 + 1_000_000 / 1e6 * 1.0 + 200_000 / 1e6 * 5.0
+    assert long["api_usd_cached"] == pytest.approx(expected)
+
+
+def test_monthly_cost_and_break_evens_by_hand():
+    cost = costs.MonthlyCost(one_off_usd=10.0, months=2.0, ft_per_request=0.001, endpoint_per_month=1.515 * 730,
+                             prompt_per_request=0.003)
+    assert cost.prompting(1000) == pytest.approx(3.0)
+    assert cost.per_request(1000) == pytest.approx(5.0 + 1.0)
+    assert cost.endpoint(1000) == pytest.approx(5.0 + 1.515 * 730)
+    assert cost.break_even_per_request() == pytest.approx(5.0 / 0.002)
+    assert cost.break_even_endpoint() == pytest.approx((5.0 + 1.515 * 730) / 0.003)
+    # at the break-even volume both sides cost the same
+    volume = cost.break_even_per_request()
+    assert cost.per_request(volume) == pytest.approx(cost.prompting(volume))
 
 
 def test_collect_prices_a_run_folder_by_hand(tmp_path):
@@ -116,7 +140,7 @@ def test_collect_prices_a_run_folder_by_hand(tmp_path):
                  {"arm": api8.to_dict(), "mode": "batch", "records": 1000, "input_tokens": 1_000_000, "output_tokens": 200_000, "usd": 1.0, "skipped": None},
                  {"arm": Arm("fewshot-api", "claude-haiku-4.5", 32, 0).to_dict(), "mode": None, "records": 0, "skipped": "missing credentials"}]})
     sweep = {"train": {"instance_type": "ml.g5.xlarge", "spot": False}, "infer": {"instance_type": "ml.g5.2xlarge"}}
-    got = costs.collect(run, PRICES, API, sweep)
+    got = costs.collect(run, CONTENTS, PRICES, API, sweep)
 
     # training: runs/train-m.json overrides the sweep's instance; 1200 billable s -> $0.505, split 100:300
     assert got.train[("m", 0, 2)]["train_usd"] == pytest.approx(0.12625)
@@ -131,14 +155,35 @@ def test_collect_prices_a_run_folder_by_hand(tmp_path):
     # API: prefix = 1000 - 500 input tokens per request; cached as in the hand example above
     k8 = got.api[("fewshot-api", "claude-haiku-4.5", 8, 0, None)]
     assert k8["prefix_tokens"] == pytest.approx(500.0)
-    assert k8["api_usd"] == pytest.approx(2.0) and k8["api_usd_cached"] == pytest.approx(1.550575)
+    assert k8["api_usd"] == pytest.approx(2.0)
+    if float(API["claude-haiku-4.5"].get("cache_min_tokens") or 0) > 500:  # the manifest's minimum applies
+        assert k8["api_usd_cached"] is None and any("minimum cacheable length" in n for n in got.notes)
+    else:
+        assert k8["api_usd_cached"] == pytest.approx(1.550575)
     assert k8["api_usd_billed"] == 1.0
     reasons = sorted(s["reason"] for s in got.skipped)
     assert reasons == ["context guard: 9000 > 2048 tokens", "missing credentials", "out of memory"]
 
 
+def test_a_generation_pass_shared_by_two_arms_is_charged_once(tmp_path):
+    shared = {"examples": 100, "wall_s": 100.0, "input_tokens": 5000, "output_tokens": 500, "skipped": None,
+              "shared_pass": True}
+    _write(tmp_path / "predictions/local/m/infer_metrics.json", {"model": "m", "wall_s": 200.0, "arms": [
+        {"arm": Arm("finetune", "m", 0, 0).to_dict(), **shared},
+        {"arm": Arm("fewshot-local", "m", 0, 0).to_dict(), **shared},
+        {"arm": Arm("finetune", "m", 4, 0).to_dict(), "examples": 100, "wall_s": 100.0, "skipped": None}]})
+    got = costs.collect(tmp_path, CONTENTS, PRICES, API, {"train": {"instance_type": "local"},
+                                                          "infer": {"instance_type": "ml.g5.2xlarge"}})
+    job = 200 / 3600 * 1.515  # two passes of 100 s each: half the job each
+    base, local, ft4 = (got.local[("finetune", "m", 0, 0, None)], got.local[("fewshot-local", "m", 0, 0, None)],
+                        got.local[("finetune", "m", 4, 0, None)])
+    assert base["infer_usd"] + local["infer_usd"] == pytest.approx(job / 2)
+    assert ft4["infer_usd"] == pytest.approx(job / 2)
+    assert base["infer_per_1k"] == pytest.approx(job / 2 / 100 * 1000)  # per request: the pass's own price
+
+
 def test_collect_states_missing_inputs(tmp_path):
-    got = costs.collect(tmp_path, PRICES, API, None)
+    got = costs.collect(tmp_path, CONTENTS, PRICES, API, None)
     text = " ".join(got.notes)
     assert "runs/*.json" in text and "bedrock_metrics.json" in text and "infer_metrics.json" in text
     assert not got.train and not got.local and not got.api
@@ -149,4 +194,4 @@ def test_broken_metrics_file_names_the_file(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text("{not json", encoding="utf-8")
     with pytest.raises(JobError, match="infer_metrics.json:1: not valid JSON"):
-        costs.collect(tmp_path, PRICES, API, None)
+        costs.collect(tmp_path, CONTENTS, PRICES, API, None)

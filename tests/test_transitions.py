@@ -1,91 +1,102 @@
-"""Crossing rules: interpolation on log2 N, N=0, ties, non-monotonic curves, confidence, extrapolation."""
+"""The match rule, N* and extrapolation on differences with known answers (no files involved)."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from switchpoint.report.transitions import (
     Axis,
+    Comparison,
     analyse,
-    first_confident,
-    first_crossing,
-    fit_log2_linear,
+    last_crossing,
+    match_sizes,
 )
+
+RESAMPLES = 2000
+
+
+def comparison(sizes, diffs, spread=0.5, zero=None, same=None, seed=0) -> Comparison:
+    """Differences with bootstrap draws spread evenly (+-``spread`` points at the 95% ends) around each point."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0.0, spread / 1.96, size=(RESAMPLES, len(sizes)))
+    draws = np.array(diffs, dtype=float)[None, :] + noise
+    return Comparison(list(sizes), list(map(float, diffs)), draws, zero or [False] * len(sizes),
+                      same or [False] * len(sizes))
 
 
 def test_axis_places_zero_one_step_left_of_the_first_positive_size_and_inverts():
     axis = Axis.for_sizes([0, 2, 4, 8])
     assert axis.x(0) == 0.0 and axis.x(2) == 1.0 and axis.x(8) == 3.0
     assert axis.x(1) == pytest.approx(0.5)  # linear in N between 0 and 2
-    for n in (0, 0.5, 1, 2, 3, 8, 100):
+    for n in (0, 1, 2, 3, 8, 100):
         assert axis.n(axis.x(n)) == pytest.approx(n)
 
 
-def test_crossing_between_two_sizes_is_interpolated_on_log2_n():
-    n, measured = first_crossing([0, 2, 4, 8, 16], [10, 20, 30, 50, 70], 40)
-    assert measured == 8
-    assert n == pytest.approx(2 ** 2.5)  # half-way from log2 4 to log2 8
+def test_equal_to_the_prompting_arm_matches_under_non_inferiority_but_is_not_better():
+    cmp = comparison([2, 4, 8], [-0.3, 0.0, 0.2], spread=0.6)  # lower bounds about -0.9, -0.6, -0.4
+    n_match, n_superior = match_sizes(cmp, margin=1.0)
+    assert n_match == 2 and n_superior is None
+    assert match_sizes(cmp, margin=0.0)[0] is None  # without a margin it is a superiority test, failed
 
 
-def test_crossing_between_zero_and_the_first_size_is_linear_in_n():
-    n, measured = first_crossing([0, 2, 4], [0.0, 50.0, 60.0], 25.0)
-    assert measured == 2 and n == pytest.approx(1.0)
-    n, _ = first_crossing([0, 4, 8], [0.0, 40.0, 60.0], 30.0)
-    assert n == pytest.approx(3.0)
+def test_a_curve_that_dips_below_after_crossing_matches_only_once_it_stays_above():
+    cmp = comparison([2, 4, 8, 16, 32, 64], [-20, 1, -3, -2, 1, 4])
+    n_match, _ = match_sizes(cmp, margin=1.0)
+    assert n_match == 32
+    out = analyse(cmp, 1.0, 8.0)
+    axis = Axis.for_sizes(cmp.sizes)
+    # the mean reaches the level for good between 16 (-2) and 32 (+1): two thirds of the way on log2 N
+    assert out.n_star == pytest.approx(axis.n(axis.x(16) + 2 / 3))
+    assert out.status == "matched"
 
 
-def test_a_tie_counts_as_reached_at_that_size_without_interpolation():
-    assert first_crossing([2, 4, 8], [10.0, 40.0, 60.0], 40.0) == (4.0, 4)
-    # float rounding of an exact tie still counts
-    assert first_crossing([2, 4], [10.0, 0.1 * 3 * 100], 30.0) == (4.0, 4)
+def test_a_zero_variance_tie_counts_only_between_different_models():
+    zero = np.zeros((RESAMPLES, 2))
+    same = Comparison([0, 2], [0.0, 0.0], zero, [True, True], [True, False])
+    assert match_sizes(same, 1.0) == (2, None)  # N=0 is the base model itself: its tie does not count
+    other = Comparison([0, 2], [0.0, 0.0], zero, [True, True], [False, False])
+    assert match_sizes(other, 1.0) == (0, None)
 
 
-def test_reached_at_the_first_size_is_that_size():
-    assert first_crossing([0, 2, 4], [55.0, 60.0, 70.0], 50.0) == (0.0, 0)
+def test_n_star_interval_comes_from_the_same_rule_on_every_resample():
+    cmp = comparison([2, 4, 8, 16], [-10, -4, 2, 8], spread=3.0)
+    out = analyse(cmp, 1.0, 8.0)
+    assert out.n_star_low <= out.n_star <= out.n_star_high
+    assert 2 < out.n_star_low < out.n_star_high <= 16 and out.beyond_share == pytest.approx(0.0)
 
 
-def test_non_monotonic_curve_takes_the_first_crossing():
-    n, measured = first_crossing([2, 4, 8, 16], [10.0, 50.0, 20.0, 60.0], 40.0)
-    assert measured == 4
-    assert n == pytest.approx(2 ** 1.75)
+def test_a_crossing_only_some_resamples_reach_has_an_interval_ending_beyond_the_sweep():
+    cmp = comparison([2, 4, 8], [-10, -5, 0.5], spread=3.0)
+    out = analyse(cmp, 1.0, 8.0)
+    assert out.n_star is not None and math.isinf(out.n_star_high)
+    assert 0.025 < out.beyond_share < 0.9
 
 
-def test_not_reached_gives_none():
-    assert first_crossing([2, 4, 8], [10.0, 20.0, 30.0], 40.0) == (None, None)
+def test_last_crossing_interpolates_and_is_infinite_when_the_curve_ends_below():
+    x = np.array([1.0, 2.0, 3.0])
+    got = last_crossing(x, np.array([[-2.0, 2.0, 3.0], [1.0, 1.0, 1.0], [1.0, -1.0, -1.0], [-1.0, 0.0, 1.0]]))
+    assert got[0] == pytest.approx(1.5) and got[1] == pytest.approx(1.0)
+    assert math.isinf(got[2]) and got[3] == pytest.approx(2.0)  # a tie at a size is that size
 
 
-def test_first_confident_is_the_first_lower_bound_at_or_above_zero():
-    assert first_confident([2, 4, 8, 16], [-5.0, float("nan"), 0.0, 3.0]) == 8
-    assert first_confident([2, 4], [-5.0, -0.1]) is None
+def test_extrapolation_within_eight_times_the_sweep_has_a_range():
+    # 5 points per doubling, 10 below the level at N=64: reaches it at N=256 (4x the sweep)
+    cmp = comparison([8, 16, 32, 64], [-25, -20, -15, -10], spread=2.0)
+    out = analyse(cmp, 1.0, 8.0)
+    assert out.status == "extrapolated" and out.n_star is None
+    assert out.n_extrapolated == pytest.approx(256.0, rel=1e-6)
+    assert out.n_extrapolated_low < 256.0 < out.n_extrapolated_high
 
 
-def test_fit_uses_the_last_points_and_extrapolates_beyond_the_sweep():
-    sizes, means = [0, 2, 4, 8, 16], [0.0, 10.0, 20.0, 30.0, 40.0]
-    fit = fit_log2_linear(sizes, means)
-    assert fit.points == (2, 4, 8, 16) and fit.a == pytest.approx(0.0, abs=1e-9) and fit.b == pytest.approx(10.0)
-    result = analyse(sizes, means, 60.0, [-10.0] * 5)
-    assert result.status == "extrapolated" and result.n_cross is None and result.n_cross_confident is None
-    assert result.n_cross_extrapolated == pytest.approx(64.0)
-    assert "extrapolated" in result.note
+def test_a_flat_tail_gives_no_number_beyond_eight_times_the_sweep():
+    cmp = comparison([8, 16, 32, 64], [-30.2, -30.1, -30.05, -30.0], spread=0.5)  # 0.05 points per doubling
+    out = analyse(cmp, 1.0, 8.0)
+    assert out.n_extrapolated is None and out.beyond_limit and out.status == "beyond-8x"
 
 
-def test_no_extrapolation_when_the_curve_does_not_rise():
-    result = analyse([2, 4, 8, 16], [30.0, 29.0, 28.0, 27.0], 60.0, [-10.0] * 4)
-    assert result.status == "not-reached" and result.n_cross_extrapolated is None
-    assert "does not rise" in result.note
-
-
-def test_no_extrapolation_when_a_noisy_fit_would_cross_inside_the_sweep():
-    result = analyse([2, 4, 8, 16], [10.0, 70.0, 10.0, 59.0], 60.0, [-10.0] * 4)
-    assert result.n_cross is not None  # 70 at N=4 reaches it
-    # fit on x=1..4: b=14.9, a=6.0, so it reaches 59 at N=2**(53/14.9)~11.8, inside the sweep
-    result = analyse([2, 4, 8, 16], [10.0, 50.0, 55.0, 58.0], 59.0, [-1.0] * 4)
-    assert result.status == "not-reached" and result.n_cross_extrapolated is None
-
-
-def test_mean_reached_but_not_with_confidence():
-    result = analyse([2, 4, 8], [10.0, 45.0, 50.0], 40.0, [-30.0, -8.0, -2.0])
-    assert result.status == "mean-only" and result.n_cross_confident is None
-    assert result.n_cross == pytest.approx(2 ** (1 + 30 / 35)) and result.n_cross_extrapolated is None
-    assert math.isfinite(result.n_cross)
+def test_a_falling_tail_is_not_extrapolated():
+    out = analyse(comparison([8, 16, 32, 64], [-10, -12, -14, -16]), 1.0, 8.0)
+    assert out.n_extrapolated is None and not out.beyond_limit and out.status == "not-reached"
+    assert "does not rise" in out.note

@@ -1,7 +1,12 @@
-"""Bootstrap intervals over examples, and paired comparisons of two arms on the same examples.
+"""Bootstrap intervals over examples (and seeds), and paired comparisons of arms on the same examples.
 
 Inputs are per-example scores in 0..1; outputs are in percent (0..100) or percentage points, the
 units of ``summary.csv`` and the report. Seeded, so the same scores give the same intervals.
+
+``Resamples`` is one set of bootstrap draws shared by every arm, metric and comparison of a job: a
+matrix of how often each example is drawn in each resample (so a resampled mean is one matrix
+product, and every arm is resampled on the *same* examples, which keeps comparisons paired), plus a
+draw of seeds per resample for the two-stage (seeds, then examples) bootstrap of fine-tuned arms.
 """
 
 from __future__ import annotations
@@ -12,20 +17,60 @@ from typing import Mapping
 import numpy as np
 
 DEFAULT_RESAMPLES = 10_000
-_CHUNK_CELLS = 4_000_000  # resample index matrices are built in chunks of about this many cells
+LEVEL = 0.95
+_CHUNK_CELLS = 4_000_000  # resample rows are processed in chunks of about this many cells
 
 
-def _resampled_means(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
-    """Means of ``resamples`` bootstrap resamples of ``values``, vectorised in chunks."""
-    n = len(values)
-    rng = np.random.default_rng(seed)
-    rows = max(1, _CHUNK_CELLS // max(n, 1))
-    out = np.empty(resamples, dtype=np.float64)
-    for start in range(0, resamples, rows):
-        stop = min(resamples, start + rows)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        out[start:stop] = values[idx].mean(axis=1)
-    return out
+class Resamples:
+    """``resamples`` bootstrap draws of ``examples`` examples (and of up to ``max_seeds`` seeds)."""
+
+    def __init__(self, examples: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, max_seeds: int = 1):
+        if examples < 1 or resamples < 1:
+            raise ValueError("need at least one example and one resample")
+        rng = np.random.default_rng(seed)
+        self.examples, self.resamples = examples, resamples
+        # uint8 is enough: the count of one example among ``examples`` draws is about Poisson(1).
+        self.counts = np.empty((resamples, examples), dtype=np.uint8)
+        rows = max(1, _CHUNK_CELLS // examples)
+        for start in range(0, resamples, rows):
+            stop = min(resamples, start + rows)
+            idx = rng.integers(0, examples, size=(stop - start, examples))
+            flat = (idx + np.arange(stop - start)[:, None] * examples).ravel()
+            self.counts[start:stop] = np.bincount(flat, minlength=(stop - start) * examples).reshape(stop - start, examples)
+        self._seed_uniform = rng.random((resamples, max(1, max_seeds)))
+
+    def means(self, values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Resampled means, shape (resamples, K), of ``values`` (examples x K; NaN or ``mask`` False = not scored)."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim == 1:
+            values = values[:, None]
+        present = ~np.isnan(values) if mask is None else np.asarray(mask, dtype=bool).reshape(values.shape)
+        weighted = np.where(present, values, 0.0)
+        present_f = present.astype(np.float64)
+        out = np.empty((self.resamples, values.shape[1]))
+        rows = max(1, _CHUNK_CELLS // self.examples)
+        for start in range(0, self.resamples, rows):
+            chunk = self.counts[start:start + rows].astype(np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[start:start + rows] = (chunk @ weighted) / (chunk @ present_f)
+        return out
+
+    def seed_draws(self, seeds: int) -> np.ndarray:
+        """Indices (resamples x ``seeds``) of the seeds drawn with replacement in each resample.
+
+        Arms with the same number of seeds get the same draws, so the sizes of one model's curve (whose
+        seed S is the same training subset family) are resampled together."""
+        if seeds > self._seed_uniform.shape[1]:
+            raise ValueError(f"built for at most {self._seed_uniform.shape[1]} seeds, asked for {seeds}")
+        return np.minimum((self._seed_uniform[:, :seeds] * seeds).astype(np.int64), seeds - 1)
+
+    def two_stage(self, per_seed: np.ndarray) -> np.ndarray:
+        """Resampled means of an arm from its per-seed resampled means (resamples x seeds): seeds drawn, then averaged."""
+        per_seed = np.asarray(per_seed, dtype=np.float64)
+        if per_seed.shape[1] == 1:
+            return per_seed[:, 0]
+        draws = self.seed_draws(per_seed.shape[1])
+        return np.take_along_axis(per_seed, draws, axis=1).mean(axis=1)
 
 
 @dataclass(frozen=True)
@@ -36,15 +81,30 @@ class Interval:
     count: int
 
 
-def bootstrap_ci(values, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = 0.95) -> Interval:
-    """Mean and percentile-bootstrap interval, in percent, of per-example scores in 0..1."""
+def percentile_interval(draws: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """The percentile interval of bootstrap draws (NaN draws ignored; NaN when there are none)."""
+    finite = np.asarray(draws, dtype=np.float64)
+    finite = finite[~np.isnan(finite)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_ci(values, resamples: int | Resamples = DEFAULT_RESAMPLES, seed: int = 0, level: float = LEVEL) -> Interval:
+    """Mean and percentile-bootstrap interval, in percent, of per-example scores in 0..1.
+
+    ``resamples`` may be a shared ``Resamples`` of the same number of examples (then ``seed`` is unused).
+    """
     arr = np.asarray(values, dtype=np.float64)
     if arr.size == 0:
         return Interval(float("nan"), float("nan"), float("nan"), 0)
-    means = _resampled_means(arr, resamples, seed)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return Interval(float(arr.mean() * 100), float(low * 100), float(high * 100), int(arr.size))
+    shared = resamples if isinstance(resamples, Resamples) else Resamples(arr.size, resamples, seed)
+    if shared.examples != arr.size:
+        raise ValueError(f"resamples were drawn for {shared.examples} examples, got {arr.size}")
+    low, high = percentile_interval(shared.means(arr)[:, 0], level)
+    return Interval(float(arr.mean() * 100), low * 100, high * 100, int(arr.size))
 
 
 @dataclass(frozen=True)
@@ -58,7 +118,7 @@ class PairedDifference:
 
 
 def paired_difference(scores_a: Mapping[str, float], scores_b: Mapping[str, float],
-                      resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = 0.95) -> PairedDifference:
+                      resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = LEVEL) -> PairedDifference:
     """A minus B on the examples both scored, with a paired bootstrap (same resampled ids for both)."""
     common = sorted(set(scores_a) & set(scores_b))
     only_a = len(set(scores_a) - set(scores_b))

@@ -4,7 +4,12 @@ Instances: seconds x the instance's hourly price in ``manifests/prices.yaml``. T
 SageMaker's billable seconds where the orchestration recorded them (``runs/<step>.json``), else the
 wall seconds the job measured itself. Instances bill wall-clock time, so wall seconds are priced and
 GPU seconds are only reported. A job (one train or infer-local run per model) is shared among its
-adapters/arms in proportion to their own wall seconds, so the base-model load is spread over them.
+adapters/passes in proportion to their own wall seconds, so the base-model load is spread over them;
+a generation pass shared by several arms (the base model's 0-shot pass) is charged once, split
+among them, while its per-request price is the pass's own.
+
+Every file is found through ``switchpoint.core.layout`` from the run's models, sizes and seeds
+(``RunContents``): no globs over the run folder and no parsing of step names.
 
 Spot: SageMaker bills a managed-spot job's billable seconds at the on-demand rate (the saving shows
 as fewer billable seconds; saving = 1 - billable/training seconds), so a spot run with billable
@@ -23,12 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from switchpoint.core import layout
 from switchpoint.core.contract import JobError
 from switchpoint.core.predictions import Arm
 from switchpoint.core.pricing import (
     HOURS_PER_MONTH,
     JobTime,
     batch_usd,
+    cacheable,
     cached_usd,
     instance_rates,
     job_usd,
@@ -130,7 +137,39 @@ def break_even_endpoint(train_usd: float | None, hourly: float | None, other_per
     return (train_usd / months + hourly * HOURS_PER_MONTH) / other_per_request
 
 
-# --- reading the run folder ------------------------------------------------------------------
+# --- monthly cost at a request volume ------------------------------------------------------------
+@dataclass(frozen=True)
+class MonthlyCost:
+    """What one tier costs a month at V requests, per side (None where a figure is unknown)."""
+
+    one_off_usd: float | None  # training + labelling, before amortising
+    months: float
+    ft_per_request: float | None  # fine-tuned, billed per request at the measured throughput
+    endpoint_per_month: float | None  # one always-on instance, 730 h
+    prompt_per_request: float | None
+
+    def prompting(self, volume: float) -> float | None:
+        return None if self.prompt_per_request is None else volume * self.prompt_per_request
+
+    def per_request(self, volume: float) -> float | None:
+        if self.one_off_usd is None or self.ft_per_request is None:
+            return None
+        return self.one_off_usd / self.months + volume * self.ft_per_request
+
+    def endpoint(self, volume: float) -> float | None:
+        if self.one_off_usd is None or self.endpoint_per_month is None:
+            return None
+        return self.one_off_usd / self.months + self.endpoint_per_month
+
+    def break_even_per_request(self) -> float | None:
+        return break_even_requests(self.one_off_usd, self.ft_per_request, self.prompt_per_request, self.months)
+
+    def break_even_endpoint(self) -> float | None:
+        hourly = None if self.endpoint_per_month is None else self.endpoint_per_month / HOURS_PER_MONTH
+        return break_even_endpoint(self.one_off_usd, hourly, self.prompt_per_request, self.months)
+
+
+# --- reading the run folder (every path from the store layout) ---------------------------------
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -140,24 +179,16 @@ def _read_json(path: Path) -> Any:
         raise JobError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); re-run the step that wrote it") from err
 
 
-def read_runs(run_dir: Path) -> dict[str, dict]:
-    """``runs/<step>.json`` by step name (empty when the orchestration wrote none)."""
-    folder = Path(run_dir) / "runs"
-    out = {}
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        value = _read_json(path)
-        if isinstance(value, dict):
-            out[str(value.get("step") or path.stem)] = {**value, "_file": f"runs/{path.name}"}
-    return out
+def _optional_json(run_dir: Path, rel: str) -> Any:
+    path = run_dir / rel
+    return _read_json(path) if path.exists() else None
 
 
-def find_run(runs: dict[str, dict], job: str, model: str) -> dict | None:
-    """The run of ``job`` for ``model``: a step named ``<job><sep><model>`` (sep one of - _ / :)."""
-    for step, value in runs.items():
-        if step.startswith(job) and len(step) > len(job) + len(model) and step.endswith(model) \
-                and step[len(job)] in "-_/:" and step[-len(model) - 1] in "-_/:":
-            return value
-    return None
+def read_run(run_dir: Path, step: str) -> dict | None:
+    """What the orchestration recorded for ``step`` (``runs/<step>.json``), or None."""
+    rel = layout.run_record(step)
+    value = _optional_json(run_dir, rel)
+    return {**value, "_file": rel} if isinstance(value, dict) else None
 
 
 def _job_time(run: dict | None, instance_type: str | None, spot: bool, wall_s: float | None, source: str) -> JobTime:
@@ -180,120 +211,137 @@ class RunCosts:
     notes: list[str] = field(default_factory=list)  # missing inputs, stated in the report
 
 
-def collect(run_dir: Path, prices: dict, api_models: dict, sweep: dict | None) -> RunCosts:
-    """Read train/infer/bedrock metrics and runs/*.json under a run folder into dollar figures."""
+def collect(run_dir: Path, contents: layout.RunContents, prices: dict, api_models: dict,
+            sweep: dict | None) -> RunCosts:
+    """Read the train/infer/bedrock metrics and run records of ``contents`` into dollar figures."""
     run_dir = Path(run_dir)
     out = RunCosts()
-    runs = read_runs(run_dir)
-    if not runs:
+    steps = [layout.train_step(m) for m in contents.models] + [layout.infer_local_step(m) for m in contents.models]
+    if not any((run_dir / layout.run_record(s)).exists() for s in steps):
         out.notes.append("no runs/*.json: dollars use the wall seconds the jobs measured, not SageMaker billable seconds")
     train_type = sweep["train"]["instance_type"] if sweep else None
     train_spot = bool(sweep["train"].get("spot")) if sweep else False
     infer_type = sweep["infer"]["instance_type"] if sweep else None
-    _collect_train(run_dir, runs, prices, train_type, train_spot, out)
-    _collect_local(run_dir, runs, prices, infer_type, out)
-    _collect_api(run_dir, api_models, out)
+    for model in contents.models:
+        _collect_train(run_dir, contents, model, prices, train_type, train_spot, out)
+        _collect_local(run_dir, model, prices, infer_type, out)
+    if contents.models and not out.local:
+        out.notes.append("no predictions/local/*/infer_metrics.json: local inference seconds and dollars unknown")
+    if not contents.api_models:
+        out.notes.append("no predictions/bedrock/*/bedrock_metrics.json: no API arm was run (offline or no credentials)")
+    for api_model in contents.api_models:
+        _collect_api(run_dir, api_model, api_models, out)
     return out
 
 
-def _collect_train(run_dir: Path, runs: dict, prices: dict, instance_type: str | None, spot: bool, out: RunCosts) -> None:
-    # The train step's store prefix is train/<model>/, holding the job's /opt/ml/checkpoints (see DESIGN.md).
-    root = run_dir / "train"
-    models = sorted(p.name for p in root.iterdir() if (p / "checkpoints" / "adapters").is_dir()) if root.is_dir() else []
-    if not models:
-        out.notes.append("no train/*/checkpoints/adapters/: training seconds and dollars unknown")
-    for model in models:
-        adapters = root / model / "checkpoints" / "adapters"
-        rel = f"train/{model}/checkpoints/adapters"
-        metrics = {}
-        for path in sorted(adapters.glob("seed=*/n=*/train_metrics.json")):
-            value = _read_json(path)
-            seed, n = int(path.parent.parent.name[5:]), int(path.parent.name[2:])
+def _collect_train(run_dir: Path, contents: layout.RunContents, model: str, prices: dict,
+                   instance_type: str | None, spot: bool, out: RunCosts) -> None:
+    rel = layout.adapters_prefix(model)
+    metrics = {}
+    for seed, n, path in contents.train_metrics(model):
+        value = _optional_json(run_dir, path)
+        if value is not None:
             metrics[(model, seed, n)] = value
-        summary_path = adapters / "train_summary.json"
-        summary = _read_json(summary_path) if summary_path.exists() else {}
-        for entry in summary.get("adapters", []):
-            if entry.get("skipped"):
-                out.skipped.append({"arm": f"finetune {model} n={entry.get('n')} seed={entry.get('seed')}",
-                                    "reason": str(entry["skipped"]), "source": f"{rel}/train_summary.json"})
-        if not metrics:
-            out.notes.append(f"{rel}/: no train_metrics.json, training dollars unknown")
+    summary = _optional_json(run_dir, f"{rel}/{layout.TRAIN_SUMMARY}") or {}
+    for entry in summary.get("adapters", []):
+        if entry.get("skipped"):
+            out.skipped.append({"arm": f"finetune {model} n={entry.get('n')} seed={entry.get('seed')}",
+                                "reason": str(entry["skipped"]), "source": f"{rel}/{layout.TRAIN_SUMMARY}"})
+    if not metrics:
+        if any(n > 0 for n in contents.sizes):
+            out.notes.append(f"{rel}/: no train_metrics.json, training seconds and dollars unknown")
+        return
+    job_wall = summary.get("wall_s")
+    if job_wall is None:
+        job_wall = sum(float(m.get("wall_s") or 0) for m in metrics.values())
+    job = _job_time(read_run(run_dir, layout.train_step(model)), instance_type, spot, job_wall,
+                    f"{rel}/{layout.TRAIN_SUMMARY}" if summary else f"{rel}/*/{layout.TRAIN_METRICS}")
+    total_od, total_spot, basis = job_usd(job, prices)
+    weights = {k: float(m.get("wall_s") or 0) for k, m in metrics.items()}
+    od, sp = split(total_od, weights), split(total_spot, weights)
+    for key, m in metrics.items():
+        out.train[key] = {"train_usd": od[key], "train_usd_spot": sp[key], "train_wall_s": m.get("wall_s"),
+                          "gpu_seconds": m.get("gpu_seconds"), "trained_tokens": m.get("trained_tokens"),
+                          "train_basis": basis, "train_instance": job.instance_type}
+
+
+def _passes(arms: dict[ArmKey, dict]) -> dict[ArmKey, tuple]:
+    """Which arms share one generation pass (the base model's 0-shot pass serves several arms).
+
+    infer-local marks such arms ``shared_pass`` and repeats the pass's own figures on each; arms with
+    the same model, N=0 and identical figures are one pass, to be charged once."""
+    out = {}
+    for key, e in arms.items():
+        figures = (e.get("wall_s"), e.get("examples"), e.get("input_tokens"), e.get("output_tokens"))
+        out[key] = ("shared", key[1], figures) if e.get("shared_pass") else ("own", key)
+    return out
+
+
+def _collect_local(run_dir: Path, model: str, prices: dict, instance_type: str | None, out: RunCosts) -> None:
+    rel = f"{layout.local_predictions_prefix(model)}/{layout.INFER_METRICS}"
+    metrics = _optional_json(run_dir, rel)
+    if metrics is None:
+        return
+    job = _job_time(read_run(run_dir, layout.infer_local_step(model)), instance_type, False, metrics.get("wall_s"), rel)
+    total_od, total_spot, basis = job_usd(job, prices)
+    out.infer_hourly[model] = instance_rates(prices, job.instance_type)[0]
+    arms = {}
+    for i, entry in enumerate(metrics.get("arms", [])):
+        arm = parse_arm(entry.get("arm"), f"{rel} arms[{i}]")
+        if entry.get("skipped"):
+            out.skipped.append({"arm": arm.label, "reason": str(entry["skipped"]), "source": rel})
             continue
-        job_wall = summary.get("wall_s")
-        if job_wall is None:
-            job_wall = sum(float(m.get("wall_s") or 0) for m in metrics.values())
-        job = _job_time(find_run(runs, "train", model), instance_type, spot, job_wall,
-                        f"{rel}/train_summary.json" if summary else f"{rel}/*/train_metrics.json")
-        total_od, total_spot, basis = job_usd(job, prices)
-        weights = {k: float(m.get("wall_s") or 0) for k, m in metrics.items()}
-        od, sp = split(total_od, weights), split(total_spot, weights)
-        for key, m in metrics.items():
-            out.train[key] = {"train_usd": od[key], "train_usd_spot": sp[key], "train_wall_s": m.get("wall_s"),
-                              "gpu_seconds": m.get("gpu_seconds"), "trained_tokens": m.get("trained_tokens"),
-                              "train_basis": basis, "train_instance": job.instance_type}
+        arms[arm_key(arm)] = entry
+    pass_of = _passes(arms)
+    passes = {p: next(e for k, e in arms.items() if pass_of[k] == p) for p in set(pass_of.values())}
+    weights = {p: float(e.get("wall_s") or e.get("examples") or 0) for p, e in passes.items()}
+    od, sp = split(total_od, weights), split(total_spot, weights)
+    sharers = {p: sum(1 for k in arms if pass_of[k] == p) for p in passes}
+    for key, entry in arms.items():
+        p, examples = pass_of[key], int(entry.get("examples") or 0)
+        share = 1.0 / sharers[p]
+        per_1k = None if od[p] is None or not examples else od[p] / examples * 1000
+        per_1k_spot = None if sp[p] is None or not examples else sp[p] / examples * 1000
+        out.local[key] = {"infer_usd": None if od[p] is None else od[p] * share,
+                          "infer_usd_spot": None if sp[p] is None else sp[p] * share,
+                          "infer_wall_s": entry.get("wall_s"), "examples": examples,
+                          "input_tokens": entry.get("input_tokens"), "output_tokens": entry.get("output_tokens"),
+                          "infer_per_1k": per_1k, "infer_per_1k_spot": per_1k_spot, "infer_basis": basis,
+                          "infer_instance": job.instance_type, "shared_by": sharers[p]}
 
 
-def _collect_local(run_dir: Path, runs: dict, prices: dict, instance_type: str | None, out: RunCosts) -> None:
-    root = run_dir / "predictions" / "local"
-    for path in sorted(root.glob("*/infer_metrics.json")) if root.is_dir() else []:
-        model = path.parent.name
-        rel = f"predictions/local/{model}/infer_metrics.json"
-        metrics = _read_json(path)
-        job = _job_time(find_run(runs, "infer-local", model), instance_type, False, metrics.get("wall_s"), rel)
-        total_od, total_spot, basis = job_usd(job, prices)
-        out.infer_hourly[model] = instance_rates(prices, job.instance_type)[0]
-        arms = {}
-        for i, entry in enumerate(metrics.get("arms", [])):
-            arm = parse_arm(entry.get("arm"), f"{rel} arms[{i}]")
-            if entry.get("skipped"):
-                out.skipped.append({"arm": arm.label, "reason": str(entry["skipped"]), "source": rel})
-                continue
-            arms[arm_key(arm)] = entry
-        weights = {k: float(e.get("wall_s") or e.get("examples") or 0) for k, e in arms.items()}
-        od, sp = split(total_od, weights), split(total_spot, weights)
-        for key, entry in arms.items():
-            examples = int(entry.get("examples") or 0)
-            per_1k = None if od[key] is None or not examples else od[key] / examples * 1000
-            per_1k_spot = None if sp[key] is None or not examples else sp[key] / examples * 1000
-            out.local[key] = {"infer_usd": od[key], "infer_usd_spot": sp[key], "infer_wall_s": entry.get("wall_s"),
-                              "examples": examples, "input_tokens": entry.get("input_tokens"),
-                              "output_tokens": entry.get("output_tokens"), "infer_per_1k": per_1k,
-                              "infer_per_1k_spot": per_1k_spot, "infer_basis": basis, "infer_instance": job.instance_type}
-    if not out.local:
-        out.notes.append("no predictions/local/*/infer_metrics.json: local inference seconds and dollars unknown")
-
-
-def _collect_api(run_dir: Path, api_models: dict, out: RunCosts) -> None:
-    root = run_dir / "predictions" / "bedrock"
-    files = sorted(root.glob("*/bedrock_metrics.json")) if root.is_dir() else []
-    if not files:
-        out.notes.append("no predictions/bedrock/*/bedrock_metrics.json: no API arm was run (offline or no credentials)")
-    for path in files:
-        rel = f"predictions/bedrock/{path.parent.name}/bedrock_metrics.json"
-        metrics = _read_json(path)
-        name = metrics.get("api_model") or path.parent.name
-        api = api_models.get(name)
-        if api is None:
-            out.notes.append(f"{rel}: API model {name!r} is not in api_models.yaml, its dollars are unknown")
-        if metrics.get("records_error"):
-            out.notes.append(f"{rel}: {metrics['records_error']} API record(s) returned an error")
-        usages: dict[ArmKey, tuple[Arm, dict]] = {}
-        for i, entry in enumerate(metrics.get("arms", [])):
-            arm = parse_arm(entry.get("arm"), f"{rel} arms[{i}]")
-            if entry.get("skipped"):
-                out.skipped.append({"arm": arm.label, "reason": str(entry["skipped"]), "source": rel})
-                continue
-            usages[arm_key(arm)] = (arm, entry)
-        for key, (arm, entry) in usages.items():
-            records = int(entry.get("records") or 0)
-            usage = ApiUsage(records, int(entry.get("input_tokens") or 0), int(entry.get("output_tokens") or 0),
-                             shot_prefix_tokens(arm, entry, usages))
-            figures: dict[str, Any] = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-                                       "examples": records, "api_mode": entry.get("mode"),
-                                       "api_usd_billed": entry.get("usd"), "prefix_tokens": usage.prefix_tokens}
-            if api is not None:
-                figures.update(api_costs(usage, api))
-            out.api[key] = figures
+def _collect_api(run_dir: Path, name: str, api_models: dict, out: RunCosts) -> None:
+    rel = f"{layout.bedrock_predictions_prefix(name)}/{layout.BEDROCK_METRICS}"
+    metrics = _optional_json(run_dir, rel)
+    if metrics is None:
+        out.notes.append(f"{rel}: missing: the API arm of {name} was not run (offline or no credentials)")
+        return
+    name = metrics.get("api_model") or name
+    api = api_models.get(name)
+    if api is None:
+        out.notes.append(f"{rel}: API model {name!r} is not in api_models.yaml, its dollars are unknown")
+    if metrics.get("records_error"):
+        out.notes.append(f"{rel}: {metrics['records_error']} API record(s) returned an error")
+    usages: dict[ArmKey, tuple[Arm, dict]] = {}
+    for i, entry in enumerate(metrics.get("arms", [])):
+        arm = parse_arm(entry.get("arm"), f"{rel} arms[{i}]")
+        if entry.get("skipped"):
+            out.skipped.append({"arm": arm.label, "reason": str(entry["skipped"]), "source": rel})
+            continue
+        usages[arm_key(arm)] = (arm, entry)
+    for key, (arm, entry) in usages.items():
+        records = int(entry.get("records") or 0)
+        usage = ApiUsage(records, int(entry.get("input_tokens") or 0), int(entry.get("output_tokens") or 0),
+                         shot_prefix_tokens(arm, entry, usages))
+        figures: dict[str, Any] = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+                                   "examples": records, "api_mode": entry.get("mode"),
+                                   "api_usd_billed": entry.get("usd"), "prefix_tokens": usage.prefix_tokens}
+        if api is not None:
+            figures.update(api_costs(usage, api))
+            if usage.prefix_tokens and not cacheable(usage.prefix_tokens, api) and api.get("cache_read_per_mtok"):
+                out.notes.append(f"{arm.label}: its shot prefix ({usage.prefix_tokens:,.0f} tokens) is below {name}'s "
+                                 f"minimum cacheable length ({api.get('cache_min_tokens')} tokens): no caching discount")
+        out.api[key] = figures
 
 
 def shot_prefix_tokens(arm: Arm, entry: dict, usages: dict[ArmKey, tuple[Arm, dict]]) -> float | None:
