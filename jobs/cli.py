@@ -19,8 +19,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "score": ("switchpoint.score.job", "command", "Score predictions (JSQuAD EM/F1, XLSum ROUGE) with bootstrap intervals."),
     "report": ("switchpoint.report.job", "command", "Transition points, costs, plots and a recommendation."),
     "run": ("switchpoint.orchestration.sweep", "run_command", "Run one job or a whole sweep on the local, docker or sagemaker backend."),
-    "plan": ("switchpoint.orchestration.sweep", "plan_command", "Print the jobs, GPU hours, API tokens and dollars a sweep will need."),
-    "status": ("switchpoint.orchestration.sweep", "status_command", "Show which steps of a sweep are done, running, pending or failed."),
+    "plan": ("switchpoint.orchestration.plan", "plan_command", "Check a sweep before anything is spent; print its jobs, GPU hours, API tokens and dollars."),
+    "status": ("switchpoint.orchestration.status", "status_command", "Show which steps of a sweep are done, running, pending or failed."),
 }
 
 

@@ -58,7 +58,7 @@ def test_s3_on_moto_server(s3_bucket, tmp_path):
 
 def test_missing_bucket_is_a_clear_error(aws_env):
     store = open_store("s3://no-such-bucket-here/prefix")
-    with pytest.raises(JobError, match=r"store s3://no-such-bucket-here/prefix: writing 'x' failed \(NoSuchBucket"):
+    with pytest.raises(JobError, match=r"store s3://no-such-bucket-here/prefix: cannot write 'x' \(NoSuchBucket"):
         store.write_text("x", "y")
 
 

@@ -17,14 +17,19 @@ to the run root and use ``/`` (they are store keys as much as folder paths).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
+
+from switchpoint.core.datafolder import MODELS_FILE, SWEEP_FILE
 
 DATA = "data"
 PREDICTIONS = "predictions"
 SCORES = "scores"
 REPORT = "report"
 TASK_FILE = "task.json"
+DATA_RUN_FILES = (SWEEP_FILE, MODELS_FILE)  # the run's resolved sweep and models, carried by the data folder
+ADAPTERS = "adapters"  # the train job's checkpoints/adapters/ folder
+REPORT_MANIFEST = "runs/report-inputs.manifest"  # the keys a SageMaker report job is staged (ManifestFile)
 TRAIN_METRICS = "train_metrics.json"
 TRAIN_SUMMARY = "train_summary.json"
 INFER_METRICS = "infer_metrics.json"
@@ -46,7 +51,7 @@ def checkpoints_prefix(model: str) -> str:
 
 
 def adapters_prefix(model: str) -> str:
-    return f"{checkpoints_prefix(model)}/adapters"
+    return f"{checkpoints_prefix(model)}/{ADAPTERS}"
 
 
 def local_predictions_prefix(model: str) -> str:
@@ -94,7 +99,8 @@ class RunContents:
 
     def report_inputs(self) -> list[str]:
         """Every file the report job reads (some may be absent when a step was skipped or failed)."""
-        files = [f"{DATA}/{TASK_FILE}", *(f"{SCORES}/{name}" for name in SCORE_FILES)]
+        files = [f"{DATA}/{TASK_FILE}", *(f"{DATA}/{name}" for name in DATA_RUN_FILES),
+                 *(f"{SCORES}/{name}" for name in SCORE_FILES)]
         steps = [train_step(m) for m in self.models] + [infer_local_step(m) for m in self.models] \
             + [infer_bedrock_step(a) for a in self.api_models] + ["data", "score"]
         files += [run_record(step) for step in steps]

@@ -1,13 +1,15 @@
-"""Runners: one job contract, three ways to run it.
+"""Runners: one job contract, three ways to run it (SageMaker's lives in ``sagemaker.py``).
 
-``local``     stages the step's inputs from the store into a temporary ``/opt/ml``-shaped folder,
-              runs ``switchpoint <job> --ml-root <folder>`` in this environment, uploads the outputs.
-``docker``    the same folder mounted at ``/opt/ml`` in ``docker run`` of the job's image.
-``sagemaker`` boto3 ``create_training_job`` / ``create_processing_job`` reading and writing the
-              S3 store directly; waits with SageMaker's waiters and records billable seconds.
+``local``     stages the step's inputs from the store into a private temporary ``/opt/ml``-shaped
+              folder, runs ``switchpoint <job> --ml-root <folder>`` in this environment.
+``docker``    the same folder mounted at ``/opt/ml`` in ``docker run`` of the job's image, as the
+              host user (so the folder stays 0700).
 
-Every runner ends a successful step by writing the step's ``_SUCCESS`` in the store (last), and
-records ``runs/<step>.json`` (status, seconds, instance) for ``status`` and the cost model.
+While a training job runs, each adapter is uploaded to the store as soon as it is finished (its
+``train_metrics.json``, written last, exists), as SageMaker's checkpoint sync does: a killed job
+loses at most the adapter in progress, and the re-run skips the ones already in the store. A step
+that succeeds ends with its ``_SUCCESS`` (file list, sizes, fingerprint) written last; every step
+keeps ``runs/<step>.json`` (status, host, pid, heartbeat, seconds) for ``status`` and the costs.
 """
 
 from __future__ import annotations
@@ -15,46 +17,59 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from switchpoint import __version__
+from switchpoint.core import layout
 from switchpoint.core.contract import JobError, job_paths, write_hyperparameters
-from switchpoint.core.store import S3Store, Store
+from switchpoint.core.store import Store, file_entry, local_files
+from switchpoint.orchestration.records import Heartbeat, record_run
 from switchpoint.orchestration.steps import ML_ROOT, Step
+from switchpoint.orchestration.workdirs import staging_dir
 
 CONTAINER_ROOT = "/opt/ml"
+POLL_S = 5.0  # how often a runner looks for finished adapters while its job runs
 # Passed to containers by name only (docker takes the value from this environment), so no secret
 # ever appears in a command line, a log or an image.
 PASSTHROUGH_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
                    "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL", "HF_TOKEN", "HF_HUB_OFFLINE")
+# Called with (adapter path relative to the checkpoints, the job's process) after each adapter is published.
+OnPublish = Callable[[str, subprocess.Popen], None]
+
+__all__ = [
+    "CONTAINER_ROOT",
+    "AdapterPublisher",
+    "docker_command",
+    "image_uri",
+    "job_name",
+    "record_run",
+    "run_docker",
+    "run_local",
+    "step_args",
+]
 
 
-def record_run(run: Store, step: Step, **fields: Any) -> dict:
-    record = {"step": step.name, "job": step.job, "instance_type": step.instance_type, "spot": step.spot,
-              "gpu": step.gpu, **fields}
-    run.write_json(f"runs/{step.name}.json", record)
-    return record
-
-
-def _args(step: Step, ml_root: str) -> list[str]:
+def step_args(step: Step, ml_root: str) -> list[str]:
     return [a.replace(ML_ROOT, ml_root) for a in step.args]
 
 
-def _stage_inputs(step: Step, run: Store, root: Path) -> None:
+def _stage_inputs(step: Step, run: Store, root: Path, report_inputs: list[str] | None = None) -> None:
     paths = job_paths(root)
     for name, prefix in step.inputs.items():
         source = run.child(prefix) if prefix else run
-        if prefix and not source.list():
-            raise JobError(f"step {step.name}: input {name!r} ({source.uri}) is empty; run the step that writes it first")
         target = paths.channel(name) if step.kind == "training" else paths.processing_input(name)
         target.mkdir(parents=True, exist_ok=True)
+        if not prefix and report_inputs is not None:  # the whole run: only the files the report reads
+            source.download_files(target, report_inputs)
+            continue
+        if prefix and not source.list():
+            raise JobError(f"step {step.name}: input {name!r} ({source.uri}) is empty; run the step that writes it first")
         source.download_dir(target)
     if step.kind == "training":
         write_hyperparameters(paths, step.hyperparameters)
@@ -63,19 +78,72 @@ def _stage_inputs(step: Step, run: Store, root: Path) -> None:
         run.child(step.checkpoints).download_dir(paths.checkpoints)
 
 
-def _collect_outputs(step: Step, run: Store, root: Path, *, complete: bool) -> list[str]:
+def _visible(files: dict[str, Path]) -> dict[str, Path]:
+    """Without hidden paths: a train job's ``.n=N.partial`` folders are work in progress, not outputs."""
+    return {rel: p for rel, p in files.items() if not any(part.startswith(".") for part in rel.split("/"))}
+
+
+class AdapterPublisher:
+    """Uploads a training job's checkpoints as they are finished, each file once."""
+
+    def __init__(self, step: Step, run: Store, root: Path) -> None:
+        self.store = run.child(step.checkpoints)
+        self.local = job_paths(root).checkpoints
+        self.sent: dict[str, tuple[int, int]] = {}  # rel -> (size, mtime_ns) of what the store holds
+
+    def _stamp(self, path: Path) -> tuple[int, int]:
+        info = path.stat()
+        return info.st_size, info.st_mtime_ns
+
+    def restored(self) -> None:
+        """The files just staged from the store are there already: never upload them again unchanged."""
+        self.sent = {rel: self._stamp(p) for rel, p in local_files(self.local).items()}
+
+    def _send(self, files: dict[str, Path]) -> None:
+        for rel, path in files.items():
+            stamp = self._stamp(path)
+            if self.sent.get(rel) != stamp:
+                self.store.put_file(rel, path)
+                self.sent[rel] = stamp
+
+    def poll(self) -> list[str]:
+        """Publish every finished adapter not yet in the store (train_metrics.json last); returns them."""
+        adapters = self.local / layout.ADAPTERS
+        published = []
+        for metrics in sorted(adapters.glob(f"seed=*/n=*/{layout.TRAIN_METRICS}")) if adapters.is_dir() else []:
+            folder = metrics.parent.relative_to(self.local).as_posix()
+            files = {f"{folder}/{rel}": p for rel, p in local_files(metrics.parent).items()}
+            last = f"{folder}/{layout.TRAIN_METRICS}"
+            if self.sent.get(last) == self._stamp(metrics):
+                continue
+            try:
+                self._send({rel: p for rel, p in files.items() if rel != last})
+                self._send({last: metrics})
+            except (JobError, FileNotFoundError):  # the job replaced the folder meanwhile: next poll
+                continue
+            published.append(folder)
+        return published
+
+    def flush(self) -> dict[str, dict[str, Any]]:
+        """Upload what is left (finished adapters, the summary); marker entries of every checkpoint file."""
+        files = _visible(local_files(self.local))
+        self._send(files)
+        return {f"checkpoints/{rel}": file_entry(p) for rel, p in files.items()}
+
+
+def _collect_outputs(step: Step, run: Store, root: Path, publisher: AdapterPublisher | None, *,
+                     fingerprint: dict | None) -> list[str]:
+    """Upload a finished job's outputs and mark the step complete (``_SUCCESS`` last)."""
     paths = job_paths(root)
     target = run.child(step.output)
-    if step.kind == "training":
-        files = [f"checkpoints/{f}" for f in run.child(step.checkpoints).upload_dir(paths.checkpoints)]
-        if complete:
-            files += [f"output/model/{f}" for f in target.child("output", "model").upload_dir(paths.model)]
-            files += [f"output/data/{f}" for f in target.child("output", "data").upload_dir(paths.output_data)]
-            target.mark_complete(files)
-        return files
-    if not complete:
-        return []
-    return target.publish(paths.processing_output)
+    if publisher is None:
+        return target.publish(paths.processing_output, fingerprint)
+    entries = publisher.flush()
+    for sub, local in (("model", paths.model), ("data", paths.output_data)):
+        uploaded = target.child("output", sub).upload_files(local_files(local))
+        entries.update({f"output/{sub}/{rel}": entry for rel, entry in uploaded.items()})
+    target.mark_complete(entries, fingerprint)
+    return list(entries)
 
 
 def _failure_reason(root: Path, returncode: int) -> str:
@@ -85,30 +153,75 @@ def _failure_reason(root: Path, returncode: int) -> str:
     return f"exited with code {returncode} without writing {CONTAINER_ROOT}/output/failure"
 
 
-# --- local -----------------------------------------------------------------------------------
-def run_local(step: Step, run: Store) -> dict:
-    """Run a step as a subprocess of this environment over a temporary /opt/ml-shaped folder."""
-    with tempfile.TemporaryDirectory(prefix=f"switchpoint-{step.name}-") as tmp:
-        root = Path(tmp)
-        _stage_inputs(step, run, root)
-        cmd = [sys.executable, "-m", "switchpoint", step.job, "--ml-root", str(root), *_args(step, str(root))]
-        return _execute(step, run, root, cmd, backend="local")
+def _wait(proc: subprocess.Popen, publisher: AdapterPublisher | None, on_publish: OnPublish | None,
+          poll_s: float) -> int:
+    """Wait for the job, publishing finished adapters every ``poll_s`` seconds (no sleeps: a timed wait)."""
+    while True:
+        try:
+            returncode: int | None = proc.wait(timeout=poll_s)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        for adapter in publisher.poll() if publisher else []:
+            if on_publish:
+                on_publish(adapter, proc)
+        if returncode is not None:
+            return returncode
 
 
-def _execute(step: Step, run: Store, root: Path, cmd: list[str], *, backend: str) -> dict:
-    # host and pid let `status` tell a running step from one whose runner was killed
-    record_run(run, step, backend=backend, status="running", started=time.time(), host=socket.gethostname(),
-               pid=os.getpid())
+def _stop(proc: subprocess.Popen, stop_cmd: list[str] | None) -> None:
+    """End a job whose runner is interrupted (a docker client's container is stopped by name)."""
+    if stop_cmd:
+        subprocess.run(stop_cmd, capture_output=True, check=False)
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _execute(step: Step, run: Store, root: Path, cmd: list[str], *, backend: str, fingerprint: dict | None,
+             poll_s: float = POLL_S, on_publish: OnPublish | None = None, stop_cmd: list[str] | None = None) -> dict:
+    publisher = AdapterPublisher(step, run, root) if step.kind == "training" else None
+    if publisher:
+        publisher.restored()
     started = time.monotonic()
-    proc = subprocess.run(cmd)
+    try:
+        with Heartbeat(run, step, backend=backend):
+            proc = subprocess.Popen(cmd)
+            try:
+                returncode = _wait(proc, publisher, on_publish, poll_s)
+            except BaseException:
+                _stop(proc, stop_cmd)
+                raise
+    except BaseException as err:
+        if publisher:
+            publisher.poll()  # whatever finished before the interruption is kept
+        reason = f"the runner stopped ({type(err).__name__}{': ' + str(err) if str(err) else ''})"
+        record_run(run, step, backend=backend, status="failed", wall_s=round(time.monotonic() - started, 3),
+                   billable_s=None, reason=reason)
+        raise
     wall = round(time.monotonic() - started, 3)
-    ok = proc.returncode == 0
-    _collect_outputs(step, run, root, complete=ok)  # failed training still keeps its finished adapters
-    if not ok:
-        reason = _failure_reason(root, proc.returncode)
+    if returncode != 0:
+        if publisher:
+            publisher.flush()  # failed training still keeps its finished adapters
+        reason = _failure_reason(root, returncode)
         record_run(run, step, backend=backend, status="failed", wall_s=wall, billable_s=None, reason=reason)
         raise JobError(f"step {step.name} failed: {reason}")
+    _collect_outputs(step, run, root, publisher, fingerprint=fingerprint)
     return record_run(run, step, backend=backend, status="done", wall_s=wall, billable_s=None)
+
+
+# --- local -----------------------------------------------------------------------------------
+def run_local(step: Step, run: Store, *, fingerprint: dict | None = None, report_inputs: list[str] | None = None,
+              poll_s: float = POLL_S, on_publish: OnPublish | None = None) -> dict:
+    """Run a step as a subprocess of this environment over a private temporary /opt/ml-shaped folder."""
+    with staging_dir(step.name) as root:
+        _stage_inputs(step, run, root, report_inputs)
+        cmd = [sys.executable, "-m", "switchpoint", step.job, "--ml-root", str(root), *step_args(step, str(root))]
+        return _execute(step, run, root, cmd, backend="local", fingerprint=fingerprint, poll_s=poll_s,
+                        on_publish=on_publish)
 
 
 # --- docker ----------------------------------------------------------------------------------
@@ -120,146 +233,41 @@ def image_uri(step: Step, sweep: dict, registry: str | None) -> str:
     return f"{registry.rstrip('/')}/{base}" if registry else base
 
 
-def docker_command(step: Step, root: Path, image: str) -> list[str]:
-    """``docker run`` of the job's image with the staged folder at /opt/ml (GPU jobs get --gpus all)."""
-    cmd = ["docker", "run", "--rm", "--name", job_name(step, "docker"),
-           "--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{root}:{CONTAINER_ROOT}"]
-    if step.gpu:
-        cmd += ["--gpus", "all", "--shm-size", "16g"]
-    for name in PASSTHROUGH_ENV:
-        if name in os.environ:
-            cmd += ["-e", name]
-    # The entrypoint is named explicitly because the score image also runs `switchpoint report`.
-    return cmd + ["--entrypoint", "switchpoint", image, step.job, *_args(step, CONTAINER_ROOT)]
-
-
-def run_docker(step: Step, run: Store, sweep: dict, registry: str | None = None) -> dict:
-    if shutil.which("docker") is None:
-        raise JobError("the docker backend needs the docker client on PATH and a running Docker engine")
-    probe = subprocess.run(["docker", "info"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        raise JobError("the docker backend needs a running Docker engine (`docker info` failed); "
-                       "use BACKEND=local, or start Docker")
-    with tempfile.TemporaryDirectory(prefix=f"switchpoint-{step.name}-") as tmp:
-        root = Path(tmp)
-        _stage_inputs(step, run, root)
-        os.chmod(root, 0o777)
-        return _execute(step, run, root, docker_command(step, root, image_uri(step, sweep, registry)), backend="docker")
-
-
-# --- sagemaker -------------------------------------------------------------------------------
 def job_name(step: Step, prefix: str) -> str:
-    """A unique job name of at most 63 characters of [a-zA-Z0-9-], readable at the front."""
+    """A unique job (or container) name of at most 63 characters of [a-zA-Z0-9-], readable at the front."""
     stem = re.sub(r"[^a-zA-Z0-9-]+", "-", f"{prefix}-{step.name}").strip("-")[:50].rstrip("-")
     return f"{stem}-{uuid.uuid4().hex[:12]}"
 
 
-def training_job_spec(step: Step, run: S3Store, sweep: dict, *, image: str, role_arn: str, name: str) -> dict:
-    volume = int(sweep["sagemaker"]["volume_gb"])
-    for key, value in step.hyperparameters.items():
-        if len(value) > 256:
-            raise JobError(f"step {step.name}: hyperparameter {key!r} is {len(value)} characters; SageMaker allows 256")
-    stopping = {"MaxRuntimeInSeconds": step.max_runtime_s}
-    if step.spot:
-        stopping["MaxWaitTimeInSeconds"] = step.max_runtime_s * 2  # must be >= MaxRuntimeInSeconds
-    return {
-        "TrainingJobName": name,
-        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File",
-                                   "ContainerEntrypoint": ["switchpoint", step.job]},
-        "RoleArn": role_arn,
-        "HyperParameters": dict(step.hyperparameters),
-        "InputDataConfig": [{
-            "ChannelName": channel,
-            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": run.child(prefix).uri + "/",
-                                            "S3DataDistributionType": "FullyReplicated"}},
-        } for channel, prefix in step.inputs.items()],
-        "OutputDataConfig": {"S3OutputPath": run.child(step.output, "output").uri + "/"},
-        "ResourceConfig": {"InstanceType": step.instance_type, "InstanceCount": 1, "VolumeSizeInGB": volume},
-        "StoppingCondition": stopping,
-        "EnableManagedSpotTraining": step.spot,
-        "CheckpointConfig": {"S3Uri": run.child(step.checkpoints).uri + "/", "LocalPath": f"{CONTAINER_ROOT}/checkpoints"},
-        "Tags": [{"Key": "switchpoint:step", "Value": step.name}],
-    }
+def container_name(step: Step) -> str:
+    return job_name(step, "docker")
 
 
-def processing_job_spec(step: Step, run: S3Store, sweep: dict, *, image: str, role_arn: str, name: str) -> dict:
-    volume = int(sweep["sagemaker"]["volume_gb"])
-    return {
-        "ProcessingJobName": name,
-        "RoleArn": role_arn,
-        "AppSpecification": {"ImageUri": image, "ContainerEntrypoint": ["switchpoint", step.job],
-                             "ContainerArguments": _args(step, CONTAINER_ROOT)},
-        "ProcessingInputs": [{
-            "InputName": input_name,
-            "S3Input": {"S3Uri": (run.child(prefix) if prefix else run).uri + "/",
-                        "LocalPath": f"{CONTAINER_ROOT}/processing/input/{input_name}",
-                        "S3DataType": "S3Prefix", "S3InputMode": "File"},
-        } for input_name, prefix in step.inputs.items()],
-        "ProcessingOutputConfig": {"Outputs": [{
-            "OutputName": "output",
-            "S3Output": {"S3Uri": run.child(step.output).uri + "/", "LocalPath": f"{CONTAINER_ROOT}/processing/output",
-                         "S3UploadMode": "EndOfJob"},
-        }]},
-        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": step.instance_type,
-                                                  "VolumeSizeInGB": volume}},
-        "StoppingCondition": {"MaxRuntimeInSeconds": step.max_runtime_s},
-        "Tags": [{"Key": "switchpoint:step", "Value": step.name}],
-    }
+def docker_command(step: Step, root: Path, image: str, name: str | None = None) -> list[str]:
+    """``docker run`` of the job's image with the staged folder at /opt/ml, as the host user (GPU jobs get --gpus all)."""
+    cmd = ["docker", "run", "--rm", "--name", name or container_name(step),
+           "--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{root}:{CONTAINER_ROOT}"]
+    if step.gpu:
+        cmd += ["--gpus", "all", "--shm-size", "16g"]
+    for env in PASSTHROUGH_ENV:
+        if env in os.environ:
+            cmd += ["-e", env]
+    # The entrypoint is named explicitly because the score image also runs `switchpoint report`.
+    return cmd + ["--entrypoint", "switchpoint", image, step.job, *step_args(step, CONTAINER_ROOT)]
 
 
-def sagemaker_role(sweep: dict, role_arn: str | None) -> str:
-    role = role_arn or sweep["sagemaker"]["role_arn"] or os.environ.get("SWITCHPOINT_SAGEMAKER_ROLE")
-    if not role:
-        raise JobError("the sagemaker backend needs an execution role: --role-arn, sagemaker.role_arn in the sweep, "
-                       "or $SWITCHPOINT_SAGEMAKER_ROLE")
-    return role
-
-
-def run_sagemaker(step: Step, run: Store, sweep: dict, *, role_arn: str | None = None, registry: str | None = None,
-                  poll_s: int = 30, client: Any = None) -> dict:
-    """Submit one step as a SageMaker job, wait for it, record billable seconds, mark it complete."""
-    if not isinstance(run, S3Store):
-        raise JobError(f"the sagemaker backend needs an s3:// store (got {run.uri}); set STORE=s3://bucket/prefix")
-    if step.instance_type == "local":
-        raise JobError(f"step {step.name}: instance type 'local' cannot run on SageMaker; "
-                       "set train.instance_type / infer.instance_type in the sweep (a tiny model is for BACKEND=local)")
-    import boto3
-
-    sm = client or boto3.client("sagemaker", region_name=sweep["sagemaker"]["region"] or None)
-    role = sagemaker_role(sweep, role_arn)
-    image = image_uri(step, sweep, registry)
-    if "/" not in image:
-        raise JobError(f"step {step.name}: image {image!r} is not in a registry; run `make push` and pass "
-                       "--registry (or IMAGE_REGISTRY=...), or set images.{step.image} in the sweep")
-    name = job_name(step, f"sp-{sweep['name']}")
-    waiter_config = {"Delay": poll_s, "MaxAttempts": max(1, int(step.max_runtime_s * 3 / poll_s))}
-    if step.kind == "training":
-        spec = training_job_spec(step, run, sweep, image=image, role_arn=role, name=name)
-        record_run(run, step, backend="sagemaker", status="running", job_name=name, spec=spec)
-        sm.create_training_job(**spec)
-        sm.get_waiter("training_job_completed_or_stopped").wait(TrainingJobName=name, WaiterConfig=waiter_config)
-        desc = sm.describe_training_job(TrainingJobName=name)
-        status = desc["TrainingJobStatus"]
-        billable = desc.get("BillableTimeInSeconds")
-        training = desc.get("TrainingTimeInSeconds")
-        reason = desc.get("FailureReason")
-    else:
-        spec = processing_job_spec(step, run, sweep, image=image, role_arn=role, name=name)
-        record_run(run, step, backend="sagemaker", status="running", job_name=name, spec=spec)
-        sm.create_processing_job(**spec)
-        sm.get_waiter("processing_job_completed_or_stopped").wait(ProcessingJobName=name, WaiterConfig=waiter_config)
-        desc = sm.describe_processing_job(ProcessingJobName=name)
-        status = desc["ProcessingJobStatus"]
-        start, end = desc.get("ProcessingStartTime"), desc.get("ProcessingEndTime")
-        billable = round((end - start).total_seconds(), 3) if start and end else None
-        training = billable
-        reason = desc.get("FailureReason")
-    if status != "Completed":  # Stopped counts as failed: the outputs are not all there
-        record_run(run, step, backend="sagemaker", status="failed", job_name=name, sagemaker_status=status,
-                   billable_s=billable, reason=reason, spec=spec)
-        raise JobError(f"step {step.name}: SageMaker job {name} ended {status}" + (f": {reason}" if reason else ""))
-    target = run.child(step.output)
-    target.mark_complete()
-    return record_run(run, step, backend="sagemaker", status="done", job_name=name, billable_s=billable,
-                      training_s=training, spec=spec)
-
+def run_docker(step: Step, run: Store, sweep: dict, registry: str | None = None, *, fingerprint: dict | None = None,
+               report_inputs: list[str] | None = None, poll_s: float = POLL_S) -> dict:
+    if shutil.which("docker") is None:
+        raise JobError("the docker backend needs the docker client on PATH and a running Docker engine")
+    probe = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        raise JobError("the docker backend needs a running Docker engine (`docker info` failed); "
+                       "use BACKEND=local, or start Docker")
+    with staging_dir(step.name) as root:
+        _stage_inputs(step, run, root, report_inputs)
+        # The folder stays 0700: the container runs as this user (docker_command's --user), never as root.
+        name = container_name(step)
+        cmd = docker_command(step, root, image_uri(step, sweep, registry), name)
+        return _execute(step, run, root, cmd, backend="docker", fingerprint=fingerprint, poll_s=poll_s,
+                        stop_cmd=["docker", "kill", name])
