@@ -22,8 +22,9 @@ import json
 import random
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import click
 from switchpoint.core import manifests
@@ -31,10 +32,15 @@ from switchpoint.core.contract import JobError, job_paths, run_job
 from switchpoint.core.datafolder import MODELS_FILE, SWEEP_FILE
 from switchpoint.core.settings import COMMAND_LINE, load_settings, options
 from switchpoint.core.store import open_store
-from switchpoint.data.settings import Settings, seeds_at, settings_for_sweep, sweep_values
+from switchpoint.data.settings import (
+    Settings,
+    seeds_at,
+    settings_for_sweep,
+    sweep_values,
+)
 from switchpoint.data.sources import RawRow, read_source, to_canonical
 
-__all__ = ["DataSettings", "Settings", "prepare", "read_source", "settings_for_sweep", "to_canonical", "command"]
+__all__ = ["DataSettings", "Settings", "command", "prepare", "read_source", "settings_for_sweep", "to_canonical"]
 
 DataSettings = Settings  # the name earlier callers use
 EVAL_SAMPLE_SEED = 20240126  # fixed: the eval subset must not change with the training seed

@@ -36,7 +36,7 @@ class Settings(JobSettings):
         "remote", description="remote: the task's Hub/URL/file sources; bundled: the small offline sample.")
     eval_size: int | None = Field(None, ge=1, description="Cap on evaluation examples (none: the whole eval split).")
     seeds_up_to_n: int | None = Field(
-        None, ge=0, description="Draw every seed only for N up to this; larger N use the first seed (none: every N).")
+        None, ge=0, description="Draw every seed only for N up to this; larger N use the smallest seed (none: every N).")
 
     @field_validator("sizes")
     @classmethod

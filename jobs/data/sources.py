@@ -12,9 +12,10 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from switchpoint.core import manifests
 from switchpoint.core.contract import JobError
@@ -41,7 +42,7 @@ def _read_local_or_remote(source: dict, role: str) -> tuple[bytes, str]:
             raise JobError(f"{role} source {path}: cannot read ({err.strerror or err})") from err
     if kind == "url":
         try:
-            with urllib.request.urlopen(uri, timeout=30) as response:  # noqa: S310 - manifest-chosen URL
+            with urllib.request.urlopen(uri, timeout=30) as response:
                 return response.read(), uri
         except (urllib.error.URLError, TimeoutError, OSError) as err:
             raise JobError(f"{role} source {uri}: cannot reach it ({getattr(err, 'reason', err)}); {OFFLINE_HINT}") from err
@@ -105,7 +106,7 @@ def read_parquet(location: str, role: str) -> list[RawRow]:
         raise JobError(f"{role} source {location}: cannot read (no such file)")
     try:
         table = datasets.load_dataset("parquet", data_files={role: location}, split=role)
-    except Exception as err:  # noqa: BLE001 - datasets/fsspec raise many kinds; all mean "could not load"
+    except Exception as err:
         first = str(err).splitlines()[0] if str(err) else ""
         raise JobError(f"{role} source {location}: cannot load it ({type(err).__name__}: {first}); {OFFLINE_HINT}") from err
     return [RawRow(f"{location}#row{i}", dict(row)) for i, row in enumerate(table)]
@@ -140,7 +141,7 @@ def _read_hub(source: dict, role: str) -> list[RawRow]:
     try:
         split = datasets.load_dataset(source["uri"], source.get("config"), split=source.get("split") or role,
                                       revision=source.get("revision"))
-    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; all mean "could not load"
+    except Exception as err:
         first = str(err).splitlines()[0] if str(err) else ""
         raise JobError(f"{role} source hub:{source['uri']}: cannot load it ({type(err).__name__}: {first}); {OFFLINE_HINT}") from err
     return [RawRow(f"hub:{source['uri']}[{i}]", dict(row)) for i, row in enumerate(split)]

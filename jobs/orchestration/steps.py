@@ -1,18 +1,20 @@
 """The steps of a sweep for one task: which job, which inputs and outputs in the store, which settings.
 
-A step is data only. The runners in ``backends.py`` turn a step into a local subprocess, a
+A step is data only. The runners in ``runners.py`` turn a step into a local subprocess, a
 ``docker run`` or a SageMaker job; all three stage the same folders into the same ``/opt/ml``
 layout, so the jobs never know which one ran them.
 
-Store layout (relative to ``STORE/<sweep>/<task>/``): see docs/DESIGN.md.
+Store layout (relative to ``STORE/<sweep>/<task>/``): ``switchpoint.core.layout``.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from switchpoint.core import manifests
-from switchpoint.core.contract import encode_value
+from switchpoint.core import layout, manifests
+from switchpoint.core.settings import encode_value
 
 ML_ROOT = "{ml_root}"  # placeholder in step arguments, replaced by the runner with the job's root
 
@@ -42,68 +44,107 @@ def _csv(values) -> str:
     return ",".join(str(v) for v in values)
 
 
+# Sweep train keys that are orchestration, not train-job settings.
+TRAIN_ORCHESTRATION_KEYS = ("instance_type", "spot", "max_runtime_s")
+# Environment variables for the Bedrock batch role and prefix (distinct from the SageMaker role).
+BEDROCK_ENV = {"role_arn": "BEDROCK_ROLE_ARN", "s3_prefix": "BEDROCK_S3_PREFIX"}
+
+
+def bedrock_setting(sweep: dict, key: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The sweep's ``fewshot_api.<key>``, else ``$BEDROCK_ROLE_ARN`` / ``$BEDROCK_S3_PREFIX``."""
+    environ = os.environ if environ is None else environ
+    return sweep["fewshot_api"].get(key) or environ.get(BEDROCK_ENV[key]) or None
+
+
+def api_mode(sweep: dict, api_model: str) -> str:
+    """The sweep's mode for one API model (``fewshot_api.mode`` is one mode or a mapping per model)."""
+    mode = sweep["fewshot_api"]["mode"]
+    if isinstance(mode, dict):
+        return mode.get(api_model, "auto")
+    return mode
+
+
+def model_entries(sweep: dict) -> dict[str, dict]:
+    """The sweep's resolved model entries (a user's own models included)."""
+    return sweep.get("model_entries") or {name: manifests.get_model(name) for name in sweep["models"]}
+
+
+def train_hyperparameters(sweep: dict, task: dict, model: str, entry: dict) -> dict[str, str]:
+    """The train job's hyperparameters: every job setting the sweep's ``train:`` section holds."""
+    train = sweep["train"]
+    hyper = {"model": model, "sizes": _csv(manifests.sweep_sizes(sweep, task["name"])), "seeds": _csv(sweep["seeds"])}
+    for key, value in train.items():
+        if key not in TRAIN_ORCHESTRATION_KEYS and value is not None:
+            hyper[key] = encode_value(value)
+    hyper["load_in_4bit"] = encode_value(bool(train.get("load_in_4bit")) or bool(entry.get("load_in_4bit", False)))
+    return hyper
+
+
 def plan_steps(sweep: dict, task: dict, *, api_enabled: bool = True) -> list[Step]:
     """Every step of ``sweep`` for ``task``, in stage order."""
-    name = task["name"]
-    sizes = manifests.sweep_sizes(sweep, name)
-    seeds = sweep["seeds"]
-    train, infer, score = sweep["train"], sweep["infer"], sweep["score"]
-    # The data step runs in-process wherever the sweep runs (orchestrate.run_data_step), so it has no args.
-    steps = [Step(name="data", job="data", image="score", kind="local", inputs={}, output="data", stage=0)]
-    models = manifests.load_models()
-    for model in sweep["models"]:
-        entry = models[model]
-        on_gpu = entry["source"] != "tiny"
-        # The model's own instance (a 13B model needs more GPU memory) wins over the sweep-wide default.
-        train_instance = (entry.get("instance_type") or train["instance_type"]) if on_gpu else "local"
-        hyper = {
-            "model": model, "sizes": _csv(sizes), "seeds": _csv(seeds),
-            **{k: encode_value(train[k]) for k in ("epochs", "batch_size", "learning_rate", "min_steps", "warmup_ratio",
-                                                   "lora_r", "lora_alpha", "lora_dropout", "cutoff_len",
-                                                   "gradient_checkpointing")},
-            "load_in_4bit": encode_value(train["load_in_4bit"] or entry.get("load_in_4bit", False)),
-        }
-        steps.append(Step(
-            name=f"train-{model}", job="train", image="train", kind="training", inputs={"data": "data"},
-            output=f"train/{model}", hyperparameters=hyper, instance_type=train_instance, gpu=on_gpu,
-            spot=bool(train["spot"]) and on_gpu, max_runtime_s=int(train["max_runtime_s"]), stage=1,
-        ))
-        arms = ["finetune"] + (["fewshot-local"] if sweep["fewshot_local"]["enabled"] else [])
-        args = ["--model", model, "--arms", _csv(arms), "--sizes", _csv(sizes), "--seeds", _csv(seeds),
-                "--engine", infer["engine"], "--batch-size", str(infer["batch_size"])]
-        if sweep["fewshot_local"]["enabled"] and sweep["fewshot_local"]["shots"]:
-            args += ["--shots", _csv(sweep["fewshot_local"]["shots"])]
-        steps.append(Step(
-            name=f"infer-local-{model}", job="infer-local", image="infer-local", kind="processing",
-            inputs={"data": "data", "adapters": f"train/{model}/checkpoints/adapters"},
-            output=f"predictions/local/{model}", args=args,
-            instance_type=(entry.get("instance_type") or infer["instance_type"]) if on_gpu else "local", gpu=on_gpu, stage=2,
-        ))
-    api = sweep["fewshot_api"]
+    steps = [Step(name="data", job="data", image="score", kind="local", inputs={}, output=layout.DATA, stage=0)]
+    for model, entry in model_entries(sweep).items():
+        steps += _model_steps(sweep, task, model, entry)
     for api_model in sweep["api_models"] if api_enabled else []:
-        shots = api["shots"] if api["shots"] is not None else sizes
-        args = ["--api-model", api_model, "--shots", _csv(shots), "--seeds", _csv(seeds), "--mode", api["mode"],
-                "--skip-without-credentials"]
-        variants = api["variants"].get(name)
-        if variants:
-            args += ["--variants", _csv(variants)]
-        for option, key in (("--max-usd", "max_usd"), ("--role-arn", "role_arn"), ("--s3-prefix", "s3_prefix"),
-                            ("--region", "region")):
-            if api[key] is not None:
-                args += [option, str(api[key])]
-        steps.append(Step(
-            name=f"infer-bedrock-{api_model}", job="infer-bedrock", image="infer-bedrock", kind="processing",
-            inputs={"data": "data"}, output=f"predictions/bedrock/{api_model}", args=args,
-            instance_type=score["instance_type"], stage=2,
-        ))
+        steps.append(_bedrock_step(sweep, task, api_model))
+    score = sweep["score"]
     steps.append(Step(
         name="score", job="score", image="score", kind="processing",
-        inputs={"data": "data", "predictions": "predictions"}, output="scores",
+        inputs={"data": layout.DATA, "predictions": layout.PREDICTIONS}, output=layout.SCORES,
         args=["--task", f"{ML_ROOT}/processing/input/data", "--bootstrap", str(score["bootstrap"])],
         instance_type=score["instance_type"], stage=3,
     ))
+    # The report reads the sweep from the data folder (sweep.json): no manifest path travels.
     steps.append(Step(
-        name="report", job="report", image="score", kind="processing", inputs={"run": ""}, output="report",
-        args=["--sweep", manifests.manifest_ref(sweep, "sweeps")], instance_type=score["instance_type"], stage=4,
+        name="report", job="report", image="score", kind="processing", inputs={"run": ""}, output=layout.REPORT,
+        args=[], instance_type=score["instance_type"], stage=4,
     ))
     return steps
+
+
+def _model_steps(sweep: dict, task: dict, model: str, entry: dict) -> list[Step]:
+    sizes = manifests.sweep_sizes(sweep, task["name"])
+    train, infer = sweep["train"], sweep["infer"]
+    on_gpu = entry["source"] != "tiny"
+    # The model's own instance (a 13B model needs more GPU memory) wins over the sweep-wide default.
+    train_instance = (entry.get("instance_type") or train["instance_type"]) if on_gpu else "local"
+    steps = [Step(
+        name=layout.train_step(model), job="train", image="train", kind="training", inputs={"data": layout.DATA},
+        output=layout.train_prefix(model), hyperparameters=train_hyperparameters(sweep, task, model, entry),
+        instance_type=train_instance, gpu=on_gpu, spot=bool(train["spot"]) and on_gpu,
+        max_runtime_s=int(train["max_runtime_s"]), stage=1,
+    )]
+    local = sweep["fewshot_local"]
+    arms = ["finetune"] + (["fewshot-local"] if local["enabled"] else [])
+    args = ["--model", model, "--arms", _csv(arms), "--sizes", _csv(sizes), "--seeds", _csv(sweep["seeds"]),
+            "--engine", infer["engine"], "--batch-size", str(infer["batch_size"])]
+    if local["enabled"] and local["shots"]:
+        args += ["--shots", _csv(local["shots"])]
+    steps.append(Step(
+        name=layout.infer_local_step(model), job="infer-local", image="infer-local", kind="processing",
+        inputs={"data": layout.DATA, "adapters": layout.adapters_prefix(model)},
+        output=layout.local_predictions_prefix(model), args=args,
+        instance_type=(entry.get("instance_type") or infer["instance_type"]) if on_gpu else "local", gpu=on_gpu, stage=2,
+    ))
+    return steps
+
+
+def _bedrock_step(sweep: dict, task: dict, api_model: str) -> Step:
+    api = sweep["fewshot_api"]
+    shots = api["shots"] if api["shots"] is not None else manifests.sweep_sizes(sweep, task["name"])
+    args = ["--api-model", api_model, "--shots", _csv(shots), "--seeds", _csv(sweep["seeds"]),
+            "--mode", api_mode(sweep, api_model), "--skip-without-credentials"]
+    variants = api["variants"].get(task["name"])
+    if variants:
+        args += ["--variants", _csv(variants)]
+    budget = api["max_usd"] if api["max_usd"] is not None else api.get("max_usd_default", {}).get(api_model)
+    values = {"max_usd": budget, "region": api["region"],
+              "role_arn": bedrock_setting(sweep, "role_arn"), "s3_prefix": bedrock_setting(sweep, "s3_prefix")}
+    for key, value in values.items():
+        if value is not None:
+            args += ["--" + key.replace("_", "-"), str(value)]
+    return Step(
+        name=layout.infer_bedrock_step(api_model), job="infer-bedrock", image="infer-bedrock", kind="processing",
+        inputs={"data": layout.DATA}, output=layout.bedrock_predictions_prefix(api_model), args=args,
+        instance_type=sweep["score"]["instance_type"], stage=2,
+    )
