@@ -69,7 +69,7 @@ def bench_tiny(eval_size: int, batch_size: int) -> dict:
     from switchpoint.core.prompts import postprocess
     from switchpoint.core.tiny import save_tiny
     from switchpoint.data.job import DataSettings, prepare
-    from switchpoint.infer_local.job import fit_prompt
+    from switchpoint.infer_local.passes import fit_prompt
     from switchpoint.infer_local.lm_eval_engine import include_dir, write_docs
 
     model = "tiny-gpt-neox"
@@ -136,7 +136,8 @@ def bench_gpu(config_name: str, eval_size: int, batch_size: int) -> dict:
     from switchpoint.core.predictions import Arm, read_predictions
     from switchpoint.core.tiny import train_tokenizer
     from switchpoint.data.job import DataSettings, prepare
-    from switchpoint.infer_local.job import InferSettings, infer
+    from switchpoint.infer_local.job import infer
+    from switchpoint.infer_local.settings import Settings as InferSettings
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if not torch.cuda.is_available():
@@ -168,7 +169,7 @@ def bench_gpu(config_name: str, eval_size: int, batch_size: int) -> dict:
         for engine in ("hf", "vllm"):
             torch.cuda.reset_peak_memory_stats()
             metrics = infer(InferSettings(model=entry["name"], sizes=[0, *sizes], seeds=seeds, engine=engine,
-                                          batch_size=batch_size), data, adapters, tmp / engine, model_entry=entry)
+                                          batch_size=batch_size), data, adapters, tmp / engine, model_entry_override=entry)
             figures[engine] = {k: metrics[k] for k in ("wall_s", "examples", "examples_per_s", "generated_tokens_per_s",
                                                        "base_model_loads", "peak_memory_bytes")}
             outputs[engine] = {(n, r["id"]): r["prediction"] for n in [0, *sizes]

@@ -20,7 +20,7 @@ from switchpoint.core.predictions import Arm, read_predictions
 from switchpoint.core.prompts import answer_text, model_prompt, render_input
 from switchpoint.infer_local.job import infer
 from switchpoint.infer_local.passes import Pass, build_prompts, fit_prompt
-from switchpoint.infer_local.settings import InferSettings
+from switchpoint.infer_local.settings import Settings as InferSettings
 
 MODEL = "tiny-gpt-neox"
 SEEDS_SIZES = [(seed, n) for seed in (0, 1) for n in (2, 4, 8)]
@@ -132,7 +132,7 @@ def test_long_prompts_are_cut_from_the_left_of_the_input_text_and_counted(jsquad
     assert kept and len(kept) < len(example["context"]) and example["context"].endswith(kept)
 
     metrics = infer(InferSettings(model=MODEL, sizes=[0], seeds=[0], arms=["finetune", "fewshot-local"], shots=[8],
-                                  max_new_tokens=8), jsquad_data, tmp_path, tmp_path / "out", model_entry=entry)
+                                  max_new_tokens=8), jsquad_data, tmp_path, tmp_path / "out", model_entry_override=entry)
     assert metrics["truncated_prompts"] == len(too_long)
     rows = {(r["arm"]["kind"], r["arm"]["n"]): r for r in metrics["arms"]}
     assert rows["finetune", 0]["truncated"] == len(too_long) and rows["finetune", 0]["skipped"] is None
@@ -145,7 +145,7 @@ def test_long_prompts_are_cut_from_the_left_of_the_input_text_and_counted(jsquad
 def test_missing_adapter_stops_the_cli_before_any_generation(jsquad_data, adapters, tmp_path, monkeypatch):
     from click.testing import CliRunner
     from switchpoint.cli import main
-    from switchpoint.infer_local import job as infer_local
+    from switchpoint.infer_local import hf_engine as infer_local
 
     root = tmp_path / "ml"
     incomplete = root / "processing" / "input" / "adapters"
@@ -164,7 +164,7 @@ def test_missing_adapter_stops_the_cli_before_any_generation(jsquad_data, adapte
 
 
 def test_adapter_trained_on_another_base_is_refused(jsquad_data, xlsum_data, adapters, tmp_path, monkeypatch):
-    from switchpoint.infer_local import job as infer_local
+    from switchpoint.infer_local import hf_engine as infer_local
 
     entry = manifests.get_model(MODEL)
     other = modeling.BaseModel(None, None, entry, modeling.fingerprint(entry, xlsum_data), "cpu", "float32")
@@ -184,8 +184,10 @@ def test_vllm_engine_without_a_gpu_says_so(jsquad_data, adapters, tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible: the vllm path would run")
-    with pytest.raises(JobError, match="vllm"):
-        infer(InferSettings(model=MODEL, sizes=[0], seeds=[0], engine="vllm"), jsquad_data, adapters, tmp_path)
+    loads = modeling.BASE_MODEL_LOADS
+    with pytest.raises(JobError, match="--engine vllm needs a CUDA GPU and vLLM"):  # Llama: vLLM serves it on a GPU
+        infer(InferSettings(model="tiny-llama", sizes=[0], seeds=[0], engine="vllm"), jsquad_data, adapters, tmp_path)
+    assert modeling.BASE_MODEL_LOADS == loads  # said before the base loads
 
 
 def test_predictions_flow_into_score(jsquad_data, adapters, tmp_path):

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from switchpoint.core import modeling
+from switchpoint.core import adapter_checks, modeling
 from switchpoint.core.contract import JobError
 from switchpoint.core.datafolder import read_train_set
 from switchpoint.core.predictions import Arm
 from switchpoint.core.prompts import encode_prompt, minimal_prompt_length
 from switchpoint.core.prompts import fit_prompt as core_fit_prompt
-from switchpoint.infer_local.settings import InferSettings
+from switchpoint.infer_local.settings import Settings
 
 
 @dataclass
@@ -59,7 +59,7 @@ def adapter_dir(adapters_dir: Path, seed: int, n: int) -> Path:
     return Path(adapters_dir) / f"seed={seed}" / f"n={n}"
 
 
-def plan_passes(settings: InferSettings, model_key: str, sizes: list[int], seeds: list[int],
+def plan_passes(settings: Settings, model_key: str, sizes: list[int], seeds: list[int],
                 shots: list[int]) -> list[Pass]:
     """Passes in run order: the base model's passes first (before any adapter is attached)."""
     passes: dict[tuple, Pass] = {}
@@ -77,8 +77,16 @@ def plan_passes(settings: InferSettings, model_key: str, sizes: list[int], seeds
     return [passes[key] for key in sorted(passes)]
 
 
-def check_adapters(passes: list[Pass], adapters_dir: Path, probe: modeling.BaseModel) -> None:
-    """Every requested adapter exists and was trained on this base, before anything is generated."""
+def check_adapters(passes: list[Pass], adapters_dir: Path, probe: modeling.BaseModel, load_in_4bit: bool,
+                   notice: Callable[[str], None]) -> None:
+    """Every requested adapter is whole and was trained on this base, before the base loads.
+
+    Checked per adapter: ``adapter_config.json`` is a LoRA config, ``adapter_model.safetensors`` has
+    a readable header and all its bytes, ``base.json`` names this base, and the target modules exist
+    in the model (module names from the model built on the meta device). An adapter trained on a
+    4-bit base but evaluated on a full-precision one (or the reverse) gets a notice.
+    """
+    names: set[str] | None = None
     for p in passes:
         if p.adapter is None:
             continue
@@ -86,7 +94,23 @@ def check_adapters(passes: list[Pass], adapters_dir: Path, probe: modeling.BaseM
         if not (where / "adapter_config.json").is_file():
             raise JobError(f"{where}: no adapter for seed={p.adapter[0]}, N={p.adapter[1]} (adapter_config.json missing); "
                            "run `switchpoint train` for this size and seed, or drop the size with --sizes")
+        config = adapter_checks.check_adapter_files(where)
         modeling.check_base_info(where, probe)
+        names = adapter_checks.module_names(probe.entry) if names is None else names
+        adapter_checks.check_targets(probe.entry, config["target_modules"], str(where / "adapter_config.json"), names)
+        trained_4bit = _trained_in_4bit(where)
+        if trained_4bit is not None and trained_4bit != load_in_4bit:
+            notice(f"{where}: trained on a {'4-bit' if trained_4bit else 'full-precision'} base, evaluated on a "
+                   f"{'4-bit' if load_in_4bit else 'full-precision'} one; use --load-in-4bit "
+                   f"{'true' if trained_4bit else 'false'} to match")
+
+
+def _trained_in_4bit(where: Path) -> bool | None:
+    """base.json's record of a 4-bit base (None for adapters written before it was recorded)."""
+    import json
+
+    value = json.loads((where / "base.json").read_text(encoding="utf-8")).get("load_in_4bit")
+    return None if value is None else bool(value)
 
 
 # --- prompts and context truncation ------------------------------------------------------------

@@ -1,17 +1,41 @@
-"""The infer-local job's settings (its public entry, with ``job.command``)."""
+"""The infer-local job's settings (its public entry, with ``job.command``): defaults, ranges and
+``--help`` texts in one place, parsed by ``switchpoint.core.settings.load_settings``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import Field
+from switchpoint.core.settings import JobSettings
+
+Count = Annotated[int, Field(ge=0)]
+ARMS = ("finetune", "fewshot-local")
+ENGINES = ("auto", "hf", "vllm", "lm-eval")
 
 
-@dataclass
-class InferSettings:
-    model: str
-    sizes: list[int] | None = None  # default: data.json's sizes
-    seeds: list[int] | None = None  # default: data.json's seeds
-    arms: list[str] = field(default_factory=lambda: ["finetune"])
-    shots: list[int] | None = None  # fewshot-local shot counts; default: the sizes
-    engine: str = "hf"
-    batch_size: int = 8
-    max_new_tokens: int | None = None  # default: the task's generation.max_new_tokens
+class Settings(JobSettings):
+    """Every setting of ``switchpoint infer-local``; ``None`` means "from the data folder / task / model"."""
+
+    model: str = Field(description="Model key in models.yaml (e.g. tiny-gpt-neox, qwen2.5-1.5b-instruct).")
+    sizes: list[Count] | None = Field(None, description="Comma-separated N for the finetune arm (0 = base model) "
+                                                        "[default: data.json's sizes].")
+    seeds: list[Count] | None = Field(None, description="Comma-separated seeds [default: data.json's seeds].")
+    arms: list[Literal["finetune", "fewshot-local"]] = Field(["finetune"], min_length=1,
+                                                             description="Comma-separated arms: finetune, fewshot-local.")
+    shots: list[Count] | None = Field(None, description="Comma-separated shot counts k for fewshot-local "
+                                                        "[default: the sizes].")
+    engine: Literal["auto", "hf", "vllm", "lm-eval"] = Field(
+        "auto", description="auto: vLLM on a GPU where it serves LoRA for the model's architecture, else hf; "
+                            "hf: transformers+peft; vllm: GPU, LoRA requests; lm-eval: lm-evaluation-harness per pass.")
+    batch_size: int = Field(8, ge=1, description="Prompts per generation batch (hf, lm-eval).")
+    max_new_tokens: int | None = Field(None, ge=1, description="Generation cap [default: the task's "
+                                                              "generation.max_new_tokens].")
+    load_in_4bit: bool | None = Field(None, description="true/false: 4-bit base (bitsandbytes, CUDA only) "
+                                                        "[default: the model's load_in_4bit in models.yaml].")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads [default: the cores this process may "
+                                                        "run on, os.sched_getaffinity].")
+
+
+# Which engine serves which architecture, for `plan` (orchestration reaches a job only through its
+# settings or its command): the knowledge itself lives in engines.py.
+from switchpoint.infer_local.engines import ARCHITECTURES, VLLM_LORA, choose_engine, unsupported  # noqa: E402,F401

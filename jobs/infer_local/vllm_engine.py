@@ -1,0 +1,62 @@
+"""The ``vllm`` engine (GPU only): one vLLM engine with LoRA enabled, a LoRARequest per adapter.
+
+No stop strings are given to vLLM: like lm-eval's, they would cut before the answer starts; the
+answer is cut by ``prompts.postprocess`` afterwards, as for the other engines. Not runnable on the
+CPU machines this was written on; ``engines.py`` says for which architectures vLLM serves LoRA.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from switchpoint.core.contract import JobError
+from switchpoint.infer_local.passes import EngineStats, Generation, Pass, adapter_dir
+
+
+def engine_kwargs(base_path: str, entry: dict, ranks: list[int], load_in_4bit: bool) -> dict:
+    """Arguments of ``vllm.LLM``: LoRA sized for the largest adapter, bitsandbytes for a 4-bit base."""
+    kwargs = {"model": base_path, "enable_lora": bool(ranks), "max_lora_rank": max(ranks, default=8), "max_loras": 1,
+              "max_model_len": entry.get("context_length"), "seed": 0,
+              "trust_remote_code": entry.get("trust_remote_code", False)}
+    if entry.get("revision") and entry.get("source") == "hub" and base_path == entry.get("hub_id"):
+        kwargs["revision"] = entry["revision"]
+    if load_in_4bit:
+        kwargs["quantization"] = "bitsandbytes"
+    return kwargs
+
+
+def run_vllm(base_path: str, entry: dict, passes: list[Pass], adapters_dir: Path, max_new_tokens: int,
+             load_in_4bit: bool, stats: EngineStats, progress: Callable) -> dict[int, list[Generation]]:
+    try:
+        import torch
+        from vllm import LLM, SamplingParams
+        from vllm.lora.request import LoRARequest
+    except ImportError as err:
+        raise JobError(f"--engine vllm needs vLLM ({err}); install switchpoint[vllm] on a CUDA machine, or use --engine hf") from err
+    if not torch.cuda.is_available():
+        raise JobError("--engine vllm needs a CUDA GPU and none is visible; use --engine hf on this machine")
+    ranks = [json.loads((adapter_dir(adapters_dir, *p.adapter) / "adapter_config.json").read_text())["r"]
+             for p in passes if p.adapter is not None]
+    llm = LLM(**engine_kwargs(base_path, entry, ranks, load_in_4bit))
+    stats.base_model_loads += 1
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+    results: dict[int, list[Generation]] = {}
+    for index, p in enumerate(passes):
+        if p.skipped:
+            continue
+        lora = None
+        if p.adapter is not None:
+            lora = LoRARequest(f"seed{p.adapter[0]}_n{p.adapter[1]}", index + 1, str(adapter_dir(adapters_dir, *p.adapter)))
+            stats.adapter_switches += 1
+        start = time.perf_counter()
+        with progress(p) as bar:
+            outputs = llm.generate(p.prompts, params, lora_request=lora, use_tqdm=False)
+            bar.update(len(p.prompts))
+        wall = time.perf_counter() - start
+        stats.pass_wall_s[index] = wall
+        results[index] = [Generation(o.outputs[0].text, len(o.prompt_token_ids), len(o.outputs[0].token_ids),
+                                     wall / max(len(p.prompts), 1)) for o in outputs]
+    return results
