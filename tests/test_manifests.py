@@ -28,8 +28,12 @@ def test_study_sweep_matches_the_reference_study():
     study = manifests.load_sweep("study")
     assert manifests.sweep_sizes(study, "jsquad")[-1] == 4096
     assert manifests.sweep_sizes(study, "xlsum")[-1] == 1024
-    assert study["api_models"] == ["claude-2.1", "claude-instant-1.2"]
+    # Claude 2.1 and Instant are retired: the study runs the replacements their manifest entries name
+    api = manifests.load_api_models()
+    replacements = [api[old]["availability"]["replacement"] for old in ("claude-2.1", "claude-instant-1.2")]
+    assert study["api_models"] == replacements
     assert study["train"]["lora_r"] == 16 and study["train"]["epochs"] == 3 and study["train"]["cutoff_len"] == 512
+    assert study["train"]["batch_size"] == 32 and study["train"]["micro_batch_size"] == 4
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
