@@ -85,16 +85,21 @@ def test_batched_generation_equals_one_prompt_at_a_time(jsquad_data, adapters, t
         assert any(batched)
 
 
-def test_lm_eval_engine_gives_the_hf_engine_predictions(jsquad_data, adapters, tmp_path):
-    pytest.importorskip("lm_eval")
-    # One adapter (an lm-eval run costs seconds); batches of 4 over prompts of different lengths.
-    settings = dict(model=MODEL, sizes=[4], seeds=[0], max_new_tokens=8, batch_size=4)
+def test_lm_eval_engine_gives_the_hf_engine_predictions(jsquad_data, adapters, tmp_path, monkeypatch):
+    lm_eval_tasks = pytest.importorskip("lm_eval.tasks")
+    indexes = []
+    real = lm_eval_tasks.TaskManager
+    monkeypatch.setattr(lm_eval_tasks, "TaskManager", lambda *a, **k: indexes.append(k) or real(*a, **k))
+    # The base and one adapter (an lm-eval run costs seconds); batches of 4 over prompts of different lengths.
+    settings = dict(model=MODEL, sizes=[0, 4], seeds=[0], max_new_tokens=8, batch_size=4)
     infer(InferSettings(**settings, engine="hf"), jsquad_data, adapters, tmp_path / "hf")
     metrics = infer(InferSettings(**settings, engine="lm-eval"), jsquad_data, adapters, tmp_path / "lm-eval")
-    from_lm_eval = predictions(tmp_path / "lm-eval", "finetune", 4, 0)
-    assert from_lm_eval == predictions(tmp_path / "hf", "finetune", 4, 0) and any(from_lm_eval)
-    # lm-eval loads the base again for its run, after the one build that lays out the prompts.
-    assert metrics["engine"] == "lm-eval" and metrics["base_model_loads"] == 2
+    for n in (0, 4):
+        from_lm_eval = predictions(tmp_path / "lm-eval", "finetune", n, 0)
+        assert from_lm_eval == predictions(tmp_path / "hf", "finetune", n, 0) and any(from_lm_eval)
+    # lm-eval loads the base again for each of its two runs, after the one build that lays out the prompts.
+    assert metrics["engine"] == "lm-eval" and metrics["base_model_loads"] == 3 and metrics["passes"] == 2
+    assert len(indexes) == 1 and indexes[0]["include_defaults"] is False  # one task index per job, ours only
 
 
 def test_fewshot_prompt_holds_the_seeds_first_k_training_examples_in_order(jsquad_data):
