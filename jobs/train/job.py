@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from switchpoint.core import modeling
+from switchpoint.core import manifests, modeling
 from switchpoint.core.adapter_checks import check_targets
 from switchpoint.core.contract import JobError, JobPaths, job_paths, read_hyperparameters, run_job
 from switchpoint.core.datafolder import data_info, load_task_from_data, model_entry, read_train_set
@@ -39,6 +39,9 @@ def resolve(settings: Settings, entry: dict) -> Settings:
     load_in_4bit = settings.load_in_4bit if settings.load_in_4bit is not None else bool(entry.get("load_in_4bit", False))
     if load_in_4bit and settings.load_in_8bit:
         raise JobError("--load-in-4bit and --load-in-8bit are both true; choose one")
+    if (load_in_4bit or settings.load_in_8bit) and not modeling.device_and_dtype()[0] == "cuda":
+        raise JobError(f"--load-in-{'4' if load_in_4bit else '8'}bit true needs a CUDA GPU (bitsandbytes) and none is "
+                       f"visible; use --load-in-{'4' if load_in_4bit else '8'}bit false on this machine")
     cutoff = min(settings.cutoff_len, int(entry.get("context_length", settings.cutoff_len)))
     return settings.model_copy(update={"load_in_4bit": load_in_4bit, "cutoff_len": cutoff})
 
@@ -51,7 +54,9 @@ def plan(settings: Settings, data_dir: Path) -> tuple[dict, Settings, dict[tuple
     resolved = resolve(settings, entry)
     sizes = [n for n in (settings.sizes if settings.sizes is not None else info["sizes"]) if n > 0]
     seeds = settings.seeds if settings.seeds is not None else info["seeds"]
-    sets = {(seed, n): read_train_set(data_dir, seed, n) for seed in seeds for n in sorted(set(sizes))}
+    # A sweep may draw extra seeds only at small N (data.json's seeds_up_to_n): larger N use the smallest seed.
+    sets = {(seed, n): read_train_set(data_dir, seed, n) for seed in seeds for n in sorted(set(sizes))
+            if seed in manifests.seeds_at(n, info["seeds"], info.get("seeds_up_to_n"))}
     check_targets(entry, entry["lora_target_modules"], f"models.yaml: {settings.model}.lora_target_modules")
     return entry, resolved, sets
 
