@@ -49,9 +49,10 @@ import re
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
@@ -186,7 +187,7 @@ class BedrockFake:
         return self._throttled
 
     # -- server lifecycle ----------------------------------------------------------------------------
-    def __enter__(self) -> "BedrockFake":
+    def __enter__(self) -> BedrockFake:
         fake = self
 
         class Handler(_Handler):
@@ -194,7 +195,7 @@ class BedrockFake:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
         host, port = self._server.server_address[:2]
         self.url = f"http://{host}:{port}"
         return self
@@ -500,7 +501,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # the client was killed while its call was held
             pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         url = urlparse(self.path)
         parts = [p for p in url.path.split("/") if p]
         if parts == ["model-invocation-jobs"]:
@@ -509,7 +510,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(*self.owner.get_job(parts[1]))
         self._send(404, _error("UnknownOperationException", f"GET {url.path}"))
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         url = urlparse(self.path)
         parts = [p for p in url.path.split("/") if p]
         body = self._body()

@@ -9,13 +9,12 @@ spent, how an API model would run and whether it can be called at all.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from switchpoint.core.settings import JobSettings
 
 Mode = Literal["auto", "batch", "on-demand"]
-NonNegative = Annotated[int, Field(ge=0)]
 ROLE_ARN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]+$"
 S3_PREFIX = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 REGION = r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]$"
@@ -29,9 +28,9 @@ class Settings(JobSettings):
                            "e.g. claude-haiku-4.5: model id, context window, prices, batch support, availability.")
     model_id: str | None = Field(None, min_length=1, description="Override the Bedrock model id or inference-profile "
                                  "ARN (default: the entry's inference_profile, else bedrock_model_id).")
-    shots: list[NonNegative] | None = Field(None, description="Comma-separated shot counts N (default: the data "
+    shots: list[int] | None = Field(None, description="Comma-separated shot counts N (default: the data "
                                             "folder's sizes).")
-    seeds: list[NonNegative] | None = Field(None, description="Comma-separated seeds (default: the data folder's seeds).")
+    seeds: list[int] | None = Field(None, description="Comma-separated seeds (default: the data folder's seeds).")
     variants: list[str] | None = Field(None, description="Comma-separated prompt variants of the task (XLSum: "
                                        "full,summary-only); 'none' is the plain layout. Default: the plain layout only.")
     mode: Mode = Field("auto", description="auto: batch where the model supports it, --role-arn and --s3-prefix are "
@@ -61,6 +60,13 @@ class Settings(JobSettings):
                                            "('no AWS credentials') and exit 0 instead of failing.")
     api_models_file: str | None = Field(None, min_length=1, description="Read the api model entry from this "
                                         "api_models.yaml instead of the data folder's models.json or the bundled one.")
+
+    @field_validator("shots", "seeds")
+    @classmethod
+    def _non_negative(cls, values: list[int] | None) -> list[int] | None:
+        if values is not None and any(v < 0 for v in values):
+            raise ValueError("every value must be >= 0")
+        return values
 
 
 def supports_batch(entry: Mapping[str, Any]) -> bool:
