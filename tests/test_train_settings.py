@@ -61,6 +61,18 @@ def test_bad_settings_fail_in_one_line_before_any_model_loads(jsquad_data, tmp_p
     assert loads == 0 and not (paths.checkpoints / "adapters").exists() and not paths.model.exists()
 
 
+def test_quantised_loading_without_a_gpu_fails_before_the_base_loads(jsquad_data, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    (tmp_path / "ml").mkdir()
+    result, loads = run_cli(["--model", "tiny-gpt-neox", "--data", str(jsquad_data), "--load-in-4bit", "true"],
+                            tmp_path / "ml")
+    assert result.exit_code == 1 and loads == 0
+    assert "--load-in-4bit true needs a CUDA GPU" in (tmp_path / "ml" / "output" / "failure").read_text()
+
+
 def test_lora_targets_missing_from_the_model_fail_before_the_base_loads(jsquad_data, tmp_path, monkeypatch):
     entry = {**manifests.get_model("tiny-llama"), "lora_target_modules": ["q_proj", "query_key_value"]}
     monkeypatch.setattr(train_job, "model_entry", lambda data_dir, name: entry)
