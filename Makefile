@@ -46,7 +46,7 @@ bench: $(PY)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 sweep plan status: $(PY)
-	$(if $(filter sweep,$@),$(SP) run sweep $(run_args),$(SP) $@ $(task_args))
+	$(if $(filter sweep,$@),$(SP) run sweep $(run_args),$(SP) $@ $(task_args)$(if $(filter plan,$@), --backend $(BACKEND)$(if $(REGISTRY), --registry $(REGISTRY))))
 
 data train infer-local infer-bedrock score report: $(PY)
 	$(SP) run $@ $(run_args)

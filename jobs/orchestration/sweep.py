@@ -230,7 +230,9 @@ def _with_common(fn):
 @click.option("--registry", default=None, envvar="IMAGE_REGISTRY",
               help="Registry holding switchpoint-<image>:<version> images (what `make push` pushes), e.g. 123.dkr.ecr.us-east-1.amazonaws.com.")
 @click.option("--poll-seconds", default=30, type=int, help="SageMaker waiter delay.")
-def run_command(job, sweep_name, tasks, store, backend, models, force, role_arn, registry, poll_seconds):
+@click.option("--models-file", default=None, help="A YAML in models.yaml's shape with your own models (the sweep may "
+              "also define them under models:); they travel to every job in the data folder.")
+def run_command(job, sweep_name, tasks, store, backend, models, force, role_arn, registry, poll_seconds, models_file):
     """Run one step (JOB) or the whole sweep, moving folders between the store and each job.
 
     \b
@@ -245,7 +247,7 @@ def run_command(job, sweep_name, tasks, store, backend, models, force, role_arn,
     paths = job_paths()
 
     def body() -> None:
-        sweep = manifests.load_sweep(sweep_name)
+        sweep = manifests.load_sweep(sweep_name, models_file=models_file)
         target = open_store(store)
         for task in _tasks_for(sweep, tasks):
             run_sweep(sweep, task, target, job=job, backend=backend, models=models, force=force,
