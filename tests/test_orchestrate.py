@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -125,6 +128,18 @@ def test_sagemaker_backend_submits_well_formed_jobs_to_moto(tmp_path, s3_bucket)
     assert report["AppSpecification"]["ImageUri"] == f"{REGISTRY}/switchpoint-score:0.1.0"
     assert report["AppSpecification"]["ContainerEntrypoint"] == ["switchpoint", "report"]
     assert report["ProcessingResources"]["ClusterConfig"]["InstanceType"] == "ml.m5.xlarge"
+    # the report is staged only what it reads: a manifest of keys, not the run prefix with every adapter
+    (staged,) = report["ProcessingInputs"]
+    assert staged["S3Input"]["S3DataType"] == "ManifestFile"
+    assert staged["S3Input"]["S3Uri"] == f"s3://{s3_bucket}/runs/smtest/jsquad/runs/report-inputs.manifest"
+    manifest = run.read_json("runs/report-inputs.manifest")
+    assert manifest[0] == {"prefix": f"s3://{s3_bucket}/runs/smtest/jsquad/"}
+    assert "data/task.json" in manifest and "runs/score.json" in manifest
+    assert all(run.exists(key) for key in manifest[1:]) and not any("adapter_model" in k for k in manifest[1:])
+    # no spec names a path of the submitting machine
+    text = json.dumps(specs)
+    assert str(tmp_path) not in text and os.getcwd() not in text and str(Path.home()) not in text
+    assert not re.search(r'"/(tmp|home|root|Users|work)/', text)
     score = specs["score"]
     assert score["AppSpecification"]["ContainerArguments"][:2] == ["--task", "/opt/ml/processing/input/data"]
     # every step is complete in the store; the run records hold what the cost model needs
@@ -221,3 +236,24 @@ def test_status_reports_done_failed_and_pending(tmp_path):
                       "score": "killed", "report": "pending"}
     result = CliRunner().invoke(main, ["status", "--sweep", "smoke", "--task", "jsquad", "--store", str(tmp_path)])
     assert result.exit_code == 0 and "out of memory" in result.output and "spent so far" in result.output
+
+
+def test_the_local_report_step_is_staged_only_what_it_reads(tmp_path):
+    from switchpoint.orchestration.runners import _stage_inputs
+    from switchpoint.orchestration.sweep import report_inputs
+
+    sweep, task = manifests.load_sweep("smoke"), manifests.load_task("jsquad")
+    steps = plan_steps(sweep, task)
+    run = open_store(tmp_path / "store")
+    run.write_json("data/task.json", {"name": "jsquad"})
+    run.write_text("data/eval.jsonl", "{}\n")
+    run.write_text("scores/scores.jsonl", "{}\n")
+    adapter = "train/tiny-gpt-neox/checkpoints/adapters/seed=0/n=2"
+    run.write_bytes(f"{adapter}/adapter_model.safetensors", b"\0" * 4096)
+    run.write_json(f"{adapter}/train_metrics.json", {"wall_s": 1.0})
+    run.write_json("runs/score.json", {"status": "done"})
+    report = next(s for s in steps if s.job == "report")
+    _stage_inputs(report, run, tmp_path / "root", report_inputs(sweep, task, steps))
+    staged = sorted(p.relative_to(tmp_path / "root/processing/input/run").as_posix()
+                    for p in (tmp_path / "root/processing/input/run").rglob("*") if p.is_file())
+    assert staged == ["data/task.json", "runs/score.json", "scores/scores.jsonl", f"{adapter}/train_metrics.json"]
