@@ -92,14 +92,21 @@ def load_api_model(settings: Settings, data_dir: Path) -> dict:
     return entry
 
 
-def choose_modes(settings: Settings, api_model: dict) -> list[str]:
-    """Refuse what cannot run (retired model, forced batch without its needs); notices for the rest."""
+def check_callable(settings: Settings, api_model: dict) -> None:
+    """Refuse what cannot run (a retired model, naming its replacement; a forced batch without its needs)."""
     mode, notice = arm_mode(api_model, settings)
     if mode == UNAVAILABLE:
         raise JobError(notice or f"api model {api_model['name']} cannot be called")
-    notices = [notice] if notice else []
-    for line in notices:
-        log(f"notice: {line}")
+
+
+def mode_notices(settings: Settings, api_model: dict, plans: list) -> list[str]:
+    """One line per distinct reason an arm runs as it does (on-demand instead of batch, legacy model)."""
+    notices: list[str] = []
+    for plan in plans:
+        _, notice = arm_mode(api_model, settings, len(plan.requests))
+        if notice and notice not in notices:
+            notices.append(notice)
+            log(f"notice: {notice}")
     return notices
 
 
@@ -110,9 +117,10 @@ def infer_bedrock(settings: Settings, data_dir: Path, out_dir: Path) -> dict[str
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     check_data_folder(data_dir)
     api_model = load_api_model(settings, data_dir)
-    notices = choose_modes(settings, api_model)
+    check_callable(settings, api_model)
     model_id = resolve_model_id(settings, api_model)
     task, plans, max_tokens = plan_arms(settings, data_dir, api_model)
+    notices = mode_notices(settings, api_model, [p for p in plans if not p.skipped])
     estimate = print_plan(plans, api_model, model_id)
     if settings.max_usd is not None and estimate > settings.max_usd:
         raise JobError(f"estimated cost ${estimate:.4f} is above --max-usd ${settings.max_usd:.4f}; "
