@@ -31,7 +31,7 @@ def test_entrypoint_is_a_cli_command_whose_extra_installs(image):
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    installed = re.search(r'pip install "/opt/switchpoint\[([^\]]+)\]"', text).group(1)
+    installed = re.search(r'pip install -c constraints\.txt "/opt/switchpoint\[([^\]]+)\]"', text).group(1)
     default_extras = re.search(r"^ARG EXTRAS=(.+)$", text, re.M)
     names = (default_extras.group(1) if "${EXTRAS}" in installed else installed).split(",")
     assert names and all(n in extras for n in names), names
@@ -42,7 +42,13 @@ def test_entrypoint_is_a_cli_command_whose_extra_installs(image):
 def test_images_are_pinned_non_root_and_carry_no_secrets(image):
     text = _dockerfile(image)
     base = re.search(r"^FROM (\S+)", text, re.M).group(1)
-    assert ":" in base and not base.endswith(":latest") and re.search(r":\d", base)
+    name, _, digest = base.partition("@")
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), base  # pinned by digest: a tag can move
+    assert ":" in name and not name.endswith(":latest") and re.search(r":\d", name)
+    assert re.search(rf"^# .*\b{re.escape(name)}\b", text, re.M)  # the tag, readable, in a comment
+    # dependencies resolve to the versions of the repository's constraints file
+    assert "constraints.txt" in re.search(r"^COPY .*$", text, re.M).group(0)
+    assert re.search(r"pip install -c constraints\.txt ", text) and (REPO / "constraints.txt").exists()
     assert re.search(r"^USER (?!0\b|root\b)\S+", text, re.M)
     assert not re.search(r"(AWS_SECRET|AWS_ACCESS_KEY|HF_TOKEN|PASSWORD)\s*=", text, re.I)
     assert (REPO / "images" / image / "README.md").exists()
