@@ -118,3 +118,31 @@ def test_a_bad_input_is_one_line_naming_it_with_exit_1_and_no_outputs(extra, edi
         assert word in errors[0], errors[0]
     assert not out.exists() or not any(out.iterdir())  # no predictions, no bedrock_metrics.json
     assert bedrock_fake.runtime_calls == 0 and bedrock_fake.submissions == 0
+
+
+# --- inputs only the service can judge: the run stops at once, with one line ----------------------------
+def _invoke(data, out, *extra):
+    return CliRunner().invoke(ib.command, ["--api-model", API, "--shots", "0,2", "--seeds", "0", "--mode", "on-demand",
+                                           "--concurrency", "2", "--data", str(data), "--out", str(out), *extra])
+
+
+def test_a_refused_call_stops_the_run_instead_of_recording_every_record_as_an_error(jsquad_data, bedrock_fake,
+                                                                                    tmp_path):
+    bedrock_fake.configure(runtime_error=lambda system, messages: (403, "AccessDeniedException",
+                                                                   "You don't have access to the model"))
+    result = _invoke(jsquad_data, tmp_path / "out")
+    assert result.exit_code == 1
+    (line,) = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert "AccessDeniedException" in line and "IAM policy" in line
+    assert bedrock_fake.runtime_calls <= 2 + 2  # the calls in flight, not all 24
+    assert not (tmp_path / "out" / "bedrock_metrics.json").exists()
+
+
+def test_a_model_id_the_service_rejects_for_every_request_is_one_error(jsquad_data, bedrock_fake, tmp_path):
+    bedrock_fake.configure(runtime_error=lambda system, messages: (400, "ValidationException",
+                                                                   "The provided model identifier is invalid."))
+    result = _invoke(jsquad_data, tmp_path / "out", "--model-id", "anthropic.nope")
+    assert result.exit_code == 1
+    (line,) = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert "every one of 24 requests failed" in line and "model identifier is invalid" in line
+    assert bedrock_fake.answered == {} and not (tmp_path / "out" / "bedrock_metrics.json").exists()
