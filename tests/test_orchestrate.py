@@ -61,6 +61,8 @@ def test_docker_command_mounts_the_layout_and_passes_secrets_by_name_only(tmp_pa
     steps = {s.name: s for s in plan_steps(sweep, manifests.load_task("jsquad"))}
     train = backends.docker_command(steps["train-swallow-13b"], tmp_path / "root", "img/train:1")
     assert train[:3] == ["docker", "run", "--rm"]
+    # the container runs as this user, so the staged folder can stay 0700
+    assert train[train.index("--user") + 1] == f"{os.getuid()}:{os.getgid()}"
     assert f"{tmp_path / 'root'}:/opt/ml" in train and "--gpus" in train
     assert train[train.index("--entrypoint") + 1] == "switchpoint"
     assert train[train.index("img/train:1") + 1] == "train"

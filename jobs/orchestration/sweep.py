@@ -15,7 +15,7 @@ from typing import Any
 import click
 from switchpoint.core import layout, manifests
 from switchpoint.core.contract import JobError, job_paths, run_job
-from switchpoint.core.store import Store, open_store
+from switchpoint.core.store import SUCCESS, Store, open_store
 from switchpoint.orchestration import freshness, runners
 from switchpoint.orchestration.plan import preflight, reachable
 from switchpoint.orchestration.records import Heartbeat, record_run
@@ -76,6 +76,10 @@ def current_fingerprint(step: Step, run: Store, steps: list[Step], sweep: dict, 
 
 def run_step(step: Step, run: Store, sweep: dict, task: dict, backend: str, options: dict,
              fingerprint: dict | None = None, report_inputs: list[str] | None = None) -> dict:
+    """Run one step; its old marker goes first, so a step being redone never reads as done meanwhile."""
+    target = run.child(step.output)
+    if target.exists(SUCCESS):
+        target.delete(SUCCESS)
     if step.kind == "local":
         return run_data_step(step, run, sweep, task, fingerprint)
     staged = report_inputs if step.job == "report" else None
