@@ -78,7 +78,8 @@ def n_star_text(row: dict, largest: int) -> str:
 
 # --- the answer ----------------------------------------------------------------------------------
 def tier_name(t: Tier) -> str:
-    return f"{t.model}{vlabel(t.variant)} level"
+    local = " few-shot (local)" if t.kind == "fewshot-local" else ""
+    return f"{t.model}{vlabel(t.variant)}{local} level"
 
 
 def tier_sentence(an: Analysis, t: Tier) -> str:
@@ -96,12 +97,18 @@ def tier_sentence(an: Analysis, t: Tier) -> str:
     return text + "." + (" " + cost_sentence(an, t) if t.cost is not None else "")
 
 
+def priced(cost) -> bool:
+    """Whether a tier's dollars can decide anything (not every figure $0 or unknown, as on 'local' instances)."""
+    return cost is not None and any(v not in (0, None) for v in (cost.one_off_usd, cost.ft_per_request,
+                                                                 cost.prompt_per_request))
+
+
 def cost_sentence(an: Analysis, t: Tier) -> str:
     c, n = t.cost, int(t.best["decision_n"])
     label = f" + labelling {n} × {fmt_usd(an.settings.label_usd)}" if an.settings.label_usd else ""
     one_off = f"One-off cost at N={n}: {fmt_usd(c.one_off_usd)} (training{label})"
     per_req, endpoint = c.break_even_per_request(), c.break_even_endpoint()
-    if all(v in (0, None) for v in (c.one_off_usd, c.ft_per_request, c.prompt_per_request)):
+    if not priced(c):
         return one_off + "; every dollar figure is $0 or unknown (local instances), so cost does not decide."
     return (f"{one_off}; pays back above {fmt_requests(per_req)} requests a month billed per request, "
             f"above {fmt_requests(endpoint)} with an always-on endpoint.")
@@ -147,7 +154,8 @@ def tier_table(an: Analysis) -> pd.DataFrame:
             f"matches (δ={an.settings.margin:g}) / better from": f"{fmt_n(b.get('n_match'))} / {fmt_n(b.get('n_superior'))}",
             "one-off $": fmt_usd(t.cost.one_off_usd) if t.cost else "–",
             "break-even req/month (per request; endpoint)":
-                f"{fmt_requests(t.cost.break_even_per_request())}; {fmt_requests(t.cost.break_even_endpoint())}" if t.cost else "–",
+                f"{fmt_requests(t.cost.break_even_per_request())}; {fmt_requests(t.cost.break_even_endpoint())}"
+                if priced(t.cost) else "– (no dollar figures)",
         })
     return pd.DataFrame(rows)
 

@@ -61,9 +61,10 @@ class Figures:
 
 
 def sane_ylim(ax, highs: list[float]) -> None:
-    """0 at the bottom, and a visible range even when every value is 0 (no -1e-17 to 0 axis)."""
+    """From just below 0, with a visible range even when every value is 0 (no -1.4e-17 to 0 axis)."""
     top = max([h for h in highs if h is not None and math.isfinite(h)] + [0.0])
-    ax.set_ylim(0, min(100.0, top * 1.1) if top > 0 else 1.0)
+    top = min(100.0, top * 1.1) if top > 0 else 1.0
+    ax.set_ylim(-0.03 * top, top)  # a little room below 0, so a level or a curve at 0 stays visible
 
 
 def metric_plot(f: Figures, metric: str) -> None:
@@ -189,13 +190,16 @@ def volume_plot(f: Figures, tier: Tier, index: int) -> None:
 
 
 def make_plots(an: Analysis, out_dir: Path) -> list[Plot]:
-    """Write every PNG; returns (file name, caption) in report order (volume plots first)."""
+    """Write every PNG; returns (file name, caption) in report order: the primary metric, then one monthly-cost
+    plot per tier whose dollars are known (none for a run on $0 'local' instances), then the rest."""
     f = Figures(an, out_dir)
-    for i, tier in enumerate(an.tiers):
-        if tier.best is not None:
-            volume_plot(f, tier, i)
     metrics = [an.primary] + [m for m in an.metrics if m != an.primary]
-    for metric in metrics:
+    metric_plot(f, an.primary)
+    for i, tier in enumerate(an.tiers):
+        if tier.cost is not None and any(v not in (0, None) for v in (tier.cost.one_off_usd, tier.cost.ft_per_request,
+                                                                      tier.cost.prompt_per_request)):
+            volume_plot(f, tier, i)
+    for metric in metrics[1:]:
         metric_plot(f, metric)
     cost_plot(f)
     for metric in metrics:
