@@ -32,7 +32,7 @@ $(PY):
 	$(PY) -m pip install --upgrade pip
 	# The CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -c constraints.txt -e '.[dev]'
 
 install: $(PY)
 
