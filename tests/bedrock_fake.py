@@ -146,7 +146,8 @@ class BedrockFake:
                   progress: tuple[str, ...] = PROGRESS, record_error: RecordErrorFn | None = None,
                   shuffle_outputs: bool = True, min_records: int = 100, throttle_first: int = 0,
                   runtime_error: RuntimeErrorFn | None = None, stopped_writes_partial: bool = True,
-                  write_outputs: bool = True, hold_after: int | None = None, hold_count: int = 1) -> None:
+                  write_outputs: bool = True, hold_after: int | None = None, hold_count: int = 1,
+                  max_live_jobs: int | None = None) -> None:
         """Set how the fake behaves from now on (jobs already created keep their state list).
 
         final_status: None -> Completed, or PartiallyCompleted when some record errs; or Failed,
@@ -156,6 +157,8 @@ class BedrockFake:
         write_outputs=False: a finished job leaves nothing in S3 (a misconfigured role, say).
         hold_after=K: once K runtime calls were answered, hold every further call unanswered (until the
         fake closes); ``holding`` is set when ``hold_count`` calls are held.
+        max_live_jobs: the account's quota of unfinished batch jobs; one more is refused with 400
+        ServiceQuotaExceededException.
         """
         self.answer = answer or default_answer
         self.final_status = final_status
@@ -170,6 +173,7 @@ class BedrockFake:
         self.write_outputs = write_outputs
         self.hold_after = hold_after
         self.hold_count = hold_count
+        self.max_live_jobs = max_live_jobs
         self._held = 0
         self.holding.clear()
 
@@ -219,6 +223,10 @@ class BedrockFake:
         with self.lock:
             if token in self.by_token:
                 return 200, {"jobArn": self.jobs[self.by_token[token]].arn}
+            live = sum(job.status not in FINAL for job in self.jobs.values())
+            if self.max_live_jobs is not None and live >= self.max_live_jobs:
+                return 400, _error("ServiceQuotaExceededException",
+                                   f"{live} batch inference jobs are in progress; the quota is {self.max_live_jobs}")
             input_uri = body["inputDataConfig"]["s3InputDataConfig"]["s3Uri"]
             output_uri = body["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"]
             records, problem = self._read_input(input_uri)

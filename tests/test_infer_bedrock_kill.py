@@ -144,3 +144,25 @@ def test_a_kill_between_intent_and_create_leads_the_rerun_to_the_same_job(jsquad
     assert bedrock_fake.submissions == 1 and bedrock_fake.create_requests[0]["jobName"] == job["job_name"]
     assert metrics["records_ok"] == 24 and len(metrics["jobs"]) == 1
     assert json.loads((tmp_path / "out" / "bedrock_metrics.json").read_text())["usd"] == metrics["usd"]
+
+
+def test_a_create_refused_by_the_job_quota_fails_in_one_line_and_the_rerun_submits_the_recorded_job_once(
+        jsquad_data, s3_bucket, bedrock_fake, tmp_path):
+    from click.testing import CliRunner
+    from switchpoint.infer_bedrock.job import command
+
+    bedrock_fake.configure(answer=reference_answers(jsquad_data), min_records=10, max_live_jobs=0)
+    args = ["--api-model", API, "--shots", "0,2", "--seeds", "0", "--mode", "batch", "--role-arn", ROLE,
+            "--s3-prefix", f"s3://{s3_bucket}/q", "--batch-min-records", "10", "--poll-seconds", "0.001",
+            "--data", str(jsquad_data), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(command, args)
+    assert result.exit_code == 1
+    (line,) = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert "ServiceQuotaExceededException" in line and "submitting batch job" in line
+    assert bedrock_fake.submissions == 0
+
+    bedrock_fake.configure(answer=reference_answers(jsquad_data), min_records=10)
+    result = CliRunner().invoke(command, args)
+    assert result.exit_code == 0, result.output
+    assert bedrock_fake.submissions == 1 and len({r["clientRequestToken"] for r in bedrock_fake.create_requests}) == 1
+    assert json.loads((tmp_path / "out" / "bedrock_metrics.json").read_text())["records_ok"] == 24
