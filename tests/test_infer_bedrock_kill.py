@@ -166,3 +166,19 @@ def test_a_create_refused_by_the_job_quota_fails_in_one_line_and_the_rerun_submi
     assert result.exit_code == 0, result.output
     assert bedrock_fake.submissions == 1 and len({r["clientRequestToken"] for r in bedrock_fake.create_requests}) == 1
     assert json.loads((tmp_path / "out" / "bedrock_metrics.json").read_text())["records_ok"] == 24
+
+
+def test_a_rerun_after_a_finished_run_pays_nothing_and_reports_the_same_metrics(jsquad_data, s3_bucket,
+                                                                                bedrock_fake, tmp_path):
+    failing = {"R0000000002", "R0010000003"}
+    bedrock_fake.configure(answer=reference_answers(jsquad_data), min_records=10,
+                           record_error=lambda rid, body: (500, "Internal model error") if rid in failing else None)
+    values = dict(api_model=API, shots=[0, 2], seeds=[0], mode="auto", role_arn=ROLE, s3_prefix=f"s3://{s3_bucket}/r",
+                  batch_min_records=12, poll_seconds=0.001)
+    first = infer_bedrock(Settings(**values), jsquad_data, tmp_path / "a")
+    calls, gets = sum(bedrock_fake.answered.values()), bedrock_fake.get_calls
+    second = infer_bedrock(Settings(**values), jsquad_data, tmp_path / "b")
+    assert sum(bedrock_fake.answered.values()) == calls and bedrock_fake.get_calls == gets
+    assert bedrock_fake.submissions == 1
+    assert comparable(first) == comparable(second) and first["records_retried"] == 2
+    assert predictions(tmp_path / "a", first) == predictions(tmp_path / "b", second)

@@ -82,7 +82,7 @@ class Journal:
             return _parse_lines(text, str(path))
         keys = sorted(k for k in self.store.list(kind) if k.endswith(".json"))
         self._seq[kind] = len(keys)
-        with ThreadPoolExecutor(max_workers=16) as pool:  # one GET per line: in parallel, order kept
+        with ThreadPoolExecutor(max_workers=8) as pool:  # one GET per line: in parallel, order kept
             return list(pool.map(self._read_object, keys))
 
     def _read_object(self, key: str) -> dict:
