@@ -67,18 +67,9 @@ def _local_copy(run_store, tmp: Path) -> Path:
 
 
 @click.command("report", context_settings={"show_default": True})
-@click.option("--run", "run", default=None, help="The run: a folder or store URI holding STORE/<sweep>/<task>/. "
-              "Default: <ml-root>/processing/input/run.")
-@click.option("--store", default=None, help="Store (folder or s3://bucket/prefix); with --sweep and --task reads "
-              "STORE/<sweep>/<task>/ and publishes the report to its report/ (with _SUCCESS).")
-@click.option("--task", default=None, help="Task name (with --store).")
-@click.option("--sweep", default=None, help="Sweep name or YAML: models, sizes, seeds, instance types and bootstrap "
-              "resamples, when the run's data folder carries no sweep.json.")
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
-              help="Write the report here. Default: <ml-root>/processing/output (STORE/<sweep>/<task>/report with --store).")
 @options(ReportSettings)
 @click.option("--ml-root", default=None, help="Root of the /opt/ml job layout (default $SWITCHPOINT_ML_ROOT or /opt/ml).")
-def command(run, store, task, sweep, out_dir, ml_root, **given):
+def command(ml_root, **given):
     """The answer for one task of a sweep: per prompting tier, the fine-tuned model and N that match it
     (non-inferiority within --margin, holding at every larger N), N* with a 95% interval, the one-off
     cost and the break-even volumes; plots and the tables behind them.
@@ -92,7 +83,8 @@ def command(run, store, task, sweep, out_dir, ml_root, **given):
 
     def body() -> None:
         settings = load_settings(ReportSettings, (COMMAND_LINE, given))
-        sweep_def = manifests.load_sweep(sweep) if sweep else None
+        run, store, task, out_dir = settings.run, settings.store, settings.task, settings.out
+        sweep_def = manifests.load_sweep(settings.sweep) if settings.sweep else None
         with tempfile.TemporaryDirectory(prefix="switchpoint-report-") as tmp:
             if store:
                 if not (sweep_def and task):

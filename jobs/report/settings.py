@@ -10,7 +10,17 @@ EXTRAPOLATE_MAX = 8.0  # an extrapolated N is shown only up to this multiple of 
 
 
 class ReportSettings(JobSettings):
-    """How the report turns scores and dollars into an answer."""
+    """Where the run is, and how the report turns its scores and dollars into an answer."""
+
+    run: str | None = Field(None, description="The run: a folder or store URI holding STORE/<sweep>/<task>/ "
+                                              "[default: <ml-root>/processing/input/run].")
+    store: str | None = Field(None, description="Store (folder or s3://bucket/prefix); with --sweep and --task reads "
+                                                "STORE/<sweep>/<task>/ and publishes the report to its report/.")
+    task: str | None = Field(None, description="Task name (with --store).")
+    sweep: str | None = Field(None, description="Sweep name or YAML: models, sizes, seeds, instance types and "
+                                                "resamples, where the run's data folder carries no sweep.json.")
+    out: str | None = Field(None, description="Write the report here [default: <ml-root>/processing/output; "
+                                              "STORE/<sweep>/<task>/report with --store].")
 
     reference: str = Field("best", description="Prompting level: 'best' (each prompting arm's best shot count) "
                                                "or a shot count such as 8.")
@@ -33,3 +43,6 @@ class ReportSettings(JobSettings):
         if text != "best" and not text.isdigit():
             raise ValueError("expected 'best' or a shot count such as 8")
         return text
+
+
+Settings = ReportSettings  # the name the orchestration looks for
