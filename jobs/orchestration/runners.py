@@ -209,7 +209,11 @@ def _execute(step: Step, run: Store, root: Path, cmd: list[str], *, backend: str
         reason = _failure_reason(root, returncode)
         record_run(run, step, backend=backend, status="failed", wall_s=wall, billable_s=None, reason=reason)
         raise JobError(f"step {step.name} failed: {reason}")
-    _collect_outputs(step, run, root, publisher, fingerprint=fingerprint)
+    try:
+        _collect_outputs(step, run, root, publisher, fingerprint=fingerprint)
+    except JobError as err:  # the job succeeded, publishing its outputs did not (a full disk, credentials)
+        record_run(run, step, backend=backend, status="failed", wall_s=wall, billable_s=None, reason=str(err))
+        raise
     return record_run(run, step, backend=backend, status="done", wall_s=wall, billable_s=None)
 
 

@@ -40,7 +40,8 @@ def _state(step: Step, run: Store, record: dict, steps: list[Step], sweep: dict,
             return "incomplete", missing
     lost = lost_reason(record)
     if lost:
-        return "killed", lost
+        job = record.get("job_name")
+        return "killed", lost + (f"; SageMaker job {job} may still be running (see the SageMaker console)" if job else "")
     if record.get("status") == "running":
         return "running", _where(record)
     if record.get("status") == "failed":
