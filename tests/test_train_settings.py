@@ -104,7 +104,7 @@ def step_gradients(base, encoded, indices, micro: int) -> dict:
         if param.requires_grad and "lora_B" in name:
             param.data.normal_(0, 0.02)
     accelerator = Accelerator(cpu=True)
-    loss, _ = loop.train_step(peft_model, accelerator, encoded, indices, settings, base.tokenizer.pad_token_id)
+    loss, _, _ = loop.train_step(peft_model, accelerator, encoded, indices, settings, base.tokenizer.pad_token_id)
     grads = {n: p.grad.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
     peft_model.unload()
     return {"loss": loss, **grads}
@@ -129,3 +129,43 @@ def test_micro_batches_accumulate_to_the_gradient_of_one_big_batch(jsquad_data):
             if name != "loss":
                 assert torch.allclose(parts[name], grad, rtol=1e-4, atol=1e-7), (micro, name)
     assert any(float(g.abs().max()) > 0 for n, g in whole.items() if n != "loss")
+
+
+def test_group_by_length_sees_every_example_once_per_epoch_with_less_padding():
+    import random
+
+    rng = random.Random(0)
+    lengths = [rng.randint(20, 400) for _ in range(200)]
+    plain = loop.batch_schedule(200, 150, 4, seed=0)
+    grouped = loop.batch_schedule(200, 150, 4, seed=0, lengths=lengths)
+    for schedule in (plain, grouped):
+        assert [len(b) for b in schedule] == [4] * 150
+        assert sorted(i for b in schedule[:50] for i in b) == list(range(200))  # one epoch = 50 batches
+    assert grouped == loop.batch_schedule(200, 150, 4, seed=0, lengths=lengths)  # seeded
+
+    def padding(schedule):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in schedule)
+
+    assert padding(grouped) < 0.3 * padding(plain)
+    assert loop.micro_batches([5, 1, 7, 2], 0, 1, 2, lengths) == [sorted([5, 1, 7, 2], key=lambda i: -lengths[i])[:2],
+                                                                 sorted([5, 1, 7, 2], key=lambda i: -lengths[i])[2:]]
+
+
+def test_training_with_micro_batches_and_grouping_records_its_padding(jsquad_data, tmp_path):
+    import json
+
+    import torch
+
+    paths = job_paths(tmp_path / "ml")
+    fast = dict(epochs=1, min_steps=2, lora_r=4, lora_dropout=0.0, cutoff_len=256, threads=1)
+    before = torch.get_num_threads()
+    try:
+        train_job.train(Settings(model="tiny-gpt-neox", sizes=[8], seeds=[0], batch_size=4, micro_batch_size=2,
+                                 group_by_length=True, **fast), paths, jsquad_data)
+        assert torch.get_num_threads() == 1  # the option, not the host's core count
+    finally:
+        torch.set_num_threads(before)
+    metrics = json.loads((paths.checkpoints / "adapters" / "seed=0" / "n=8" / "train_metrics.json").read_text())
+    assert (metrics["batch_size"], metrics["micro_batch_size"], metrics["optimizer_steps"]) == (4, 2, 2)
+    assert 0 <= metrics["padding_fraction"] < 0.5 and metrics["hyperparameters"]["group_by_length"] is True
+    assert "threads" not in metrics["hyperparameters"]

@@ -129,6 +129,7 @@ def train(settings: Settings, paths: JobPaths, data_dir: Path | str | None = Non
     data_dir = Path(data_dir) if data_dir else paths.channel("data")
     task = load_task_from_data(data_dir)
     entry, settings, sets = plan(settings, data_dir)
+    set_threads(settings.threads)
     accelerator, base = load(entry, settings, data_dir)
     adapters_dir = paths.checkpoints / "adapters"
     adapters = [train_one(accelerator, base, task, examples, seed, settings, adapters_dir, data_dir)
@@ -140,6 +141,15 @@ def train(settings: Settings, paths: JobPaths, data_dir: Path | str | None = Non
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads: the option, else the cores this process may really run on (a container's
+    or taskset's share, not the host's count, which oversubscribes a shared machine)."""
+    import torch
+
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(threads or affinity)
 
 
 def distributed_relaunch(argv: list[str]) -> list[str] | None:

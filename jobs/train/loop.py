@@ -71,39 +71,58 @@ def collate(encoded: list[dict], pad_id: int):
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def batch_schedule(n: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:
-    """Example indices of every optimiser step: a fresh seeded shuffle per epoch, cycled until ``steps``."""
+def batch_schedule(n: int, steps: int, batch_size: int, seed: int,
+                   lengths: list[int] | None = None) -> list[list[int]]:
+    """Example indices of every optimiser step: a fresh seeded shuffle per epoch, cycled until ``steps``.
+
+    With ``lengths`` (group by length), each epoch's shuffled order is cut into groups of 16
+    batches, each group sorted by length before it is cut into batches, and the batches shuffled:
+    examples of similar length share a batch (less padding), every example is still seen once per
+    epoch, and the batch order stays random.
+    """
     import torch
 
     generator = torch.Generator().manual_seed(seed)
     batches: list[list[int]] = []
     while len(batches) < steps:
         order = torch.randperm(n, generator=generator).tolist()
-        batches.extend(order[i: i + batch_size] for i in range(0, n, batch_size))
+        if lengths is None:
+            batches.extend(order[i: i + batch_size] for i in range(0, n, batch_size))
+            continue
+        group = 16 * batch_size
+        epoch = []
+        for g in range(0, n, group):
+            ranked = sorted(order[g: g + group], key=lambda i: -lengths[i])
+            epoch.extend(ranked[i: i + batch_size] for i in range(0, len(ranked), batch_size))
+        batches.extend(epoch[i] for i in torch.randperm(len(epoch), generator=generator).tolist())
     return batches[:steps]
 
 
-def micro_batches(indices: list[int], rank: int, world: int, micro: int) -> list[list[int]]:
-    """This process's slice of one step's examples, in micro-batches of at most ``micro``."""
+def micro_batches(indices: list[int], rank: int, world: int, micro: int, lengths: list[int] | None = None) -> list[list[int]]:
+    """This process's slice of one step's examples, in micro-batches of at most ``micro``; with
+    ``lengths``, sorted by length first (the step's gradient does not depend on how it is split)."""
     mine = indices[rank::world]
+    if lengths is not None:
+        mine = sorted(mine, key=lambda i: -lengths[i])
     return [mine[i: i + micro] for i in range(0, len(mine), micro)]
 
 
 # --- one adapter --------------------------------------------------------------------------------
 def train_step(model: Any, accelerator: Any, encoded: list[dict], indices: list[int], settings: Settings,
-               pad_id: int) -> tuple[float, int]:
+               pad_id: int) -> tuple[float, int, int]:
     """Forward/backward over this process's micro-batches of one step (no optimiser step); returns
-    (this process's share of the step's token-mean loss, tokens seen)."""
+    (this process's share of the step's token-mean loss, tokens seen, token slots incl. padding)."""
     from contextlib import nullcontext
 
     rank, world = accelerator.process_index, accelerator.num_processes
     # The whole step's answer tokens, over every process: every process knows every example.
     step_tokens = max(sum(loss_tokens(encoded[i]) for i in indices), 1)
-    chunks = micro_batches(indices, rank, world, settings.micro_batch)
+    lengths = [len(e["input_ids"]) for e in encoded] if settings.group_by_length else None
+    chunks = micro_batches(indices, rank, world, settings.micro_batch, lengths)
     idle = not chunks  # an epoch's last batch may hold fewer examples than there are processes
     if idle:  # DDP still needs this process's backward: one example with weight 0
         chunks = [indices[:1]]
-    loss_sum, seen = 0.0, 0
+    loss_sum, seen, slots = 0.0, 0, 0
     for number, chunk in enumerate(chunks):
         batch = {k: v.to(accelerator.device) for k, v in collate([encoded[i] for i in chunk], pad_id).items()}
         weight = 0.0 if idle else world * sum(loss_tokens(encoded[i]) for i in chunk) / step_tokens
@@ -113,7 +132,8 @@ def train_step(model: Any, accelerator: Any, encoded: list[dict], indices: list[
         accelerator.backward(loss)
         loss_sum += float(loss.detach().float()) / world
         seen += 0 if idle else int(batch["attention_mask"].sum())
-    return loss_sum, seen
+        slots += 0 if idle else batch["attention_mask"].numel()
+    return loss_sum, seen, slots
 
 
 def lora_model(base: modeling.BaseModel, settings: Settings, seed: int) -> tuple[Any, int, int]:
@@ -155,18 +175,20 @@ def train_adapter(accelerator: Any, base: modeling.BaseModel, task: dict, exampl
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, steps)
     # The scheduler stays unprepared: accelerate would step it once per process, but our steps are global.
     model, optimizer = accelerator.prepare(peft_model, optimizer)
-    schedule = batch_schedule(n, steps, settings.batch_size, seed)
+    lengths = [len(e["input_ids"]) for e in encoded] if settings.group_by_length else None
+    schedule = batch_schedule(n, steps, settings.batch_size, seed, lengths)
 
     if base.device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    loss_curve, trained_tokens = run_steps(model, optimizer, scheduler, accelerator, encoded, schedule, settings,
+    loss_curve, trained_tokens, slots = run_steps(model, optimizer, scheduler, accelerator, encoded, schedule, settings,
                                            base.tokenizer.pad_token_id, f"seed={seed} n={n}")
     if base.device.startswith("cuda"):
         torch.cuda.synchronize()
     wall_s = time.perf_counter() - started
-    trained_tokens = int(accelerator.reduce(torch.tensor(trained_tokens, device=accelerator.device), reduction="sum"))
+    trained_tokens, slots = (int(accelerator.reduce(torch.tensor(v, device=accelerator.device), reduction="sum"))
+                             for v in (trained_tokens, slots))
     save_adapter(accelerator, model, base, out_dir)
     accelerator.free_memory(model, optimizer, scheduler)
 
@@ -175,26 +197,27 @@ def train_adapter(accelerator: Any, base: modeling.BaseModel, task: dict, exampl
         "model": base.entry["name"], "n": n, "seed": seed, "optimizer_steps": steps, "warmup_steps": warmup,
         "epochs": round(steps / math.ceil(n / settings.batch_size), 4), "batch_size": settings.batch_size,
         "micro_batch_size": settings.micro_batch, "trained_tokens": trained_tokens,
+        "padding_fraction": round(1 - trained_tokens / slots, 4) if slots else None,
         **performance(base, world, wall_s, trained_tokens, trainable, frozen), "loss_curve": loss_curve,
         "truncated_examples": sum(e["truncated"] for e in encoded), "trainable_params": trainable,
-        "hyperparameters": settings.model_dump(exclude={"model", "sizes", "seeds"}),
+        "hyperparameters": settings.model_dump(exclude={"model", "sizes", "seeds", "threads"}),
     }
 
 
 def run_steps(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, encoded: list[dict],
-              schedule: list[list[int]], settings: Settings, pad_id: int, label: str) -> tuple[list[float], int]:
-    """Every optimiser step of one adapter; returns (loss per step, tokens seen by this process)."""
+              schedule: list[list[int]], settings: Settings, pad_id: int, label: str) -> tuple[list[float], int, int]:
+    """Every optimiser step of one adapter; returns (loss per step, tokens and token slots of this process)."""
     from tqdm import tqdm
 
     loss_curve: list[float] = []
-    trained_tokens = 0
+    trained_tokens = slots = 0
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     bar = tqdm(total=len(schedule), desc=label, unit="step", file=sys.stderr,
                disable=not accelerator.is_local_main_process)
     try:
         for indices in schedule:
-            step_loss, seen = train_step(model, accelerator, encoded, indices, settings, pad_id)
+            step_loss, seen, step_slots = train_step(model, accelerator, encoded, indices, settings, pad_id)
             if settings.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer.step()
@@ -203,11 +226,12 @@ def run_steps(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, enco
             step_loss = _reduced_sum(accelerator, step_loss)
             loss_curve.append(round(step_loss, 6))
             trained_tokens += seen
+            slots += step_slots
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}")
     finally:
         bar.close()
-    return loss_curve, trained_tokens
+    return loss_curve, trained_tokens, slots
 
 
 def _reduced_sum(accelerator: Any, value: float) -> float:

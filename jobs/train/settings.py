@@ -40,6 +40,10 @@ class Settings(JobSettings):
                                                         "[default: the model's load_in_4bit in models.yaml].")
     load_in_8bit: bool = Field(False, description="true/false: 8-bit base (bitsandbytes, CUDA only).")
     gradient_checkpointing: bool = Field(False, description="true/false: recompute activations to save memory.")
+    group_by_length: bool = Field(False, description="true/false: batch examples of similar length together (less "
+                                                     "padding; each epoch still sees every example once).")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads [default: the cores this process may "
+                                                        "run on, os.sched_getaffinity].")
 
     @property
     def micro_batch(self) -> int:
