@@ -45,46 +45,32 @@ import datetime as dt
 import hashlib
 import json
 import random
-import re
 import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
+from bedrock_rules import (
+    MAX_RECORDS,
+    converse_problem,
+    job_request_problem,
+    message_text,
+    messages_problem,
+    system_text,
+)
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 FINAL = ("Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired")
 PROGRESS = ("Submitted", "Validating", "Scheduled", "InProgress")
-MAX_RECORDS = 50_000
-JOB_NAME = re.compile(r"[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}")
-ROLE_ARN = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
-CLIENT_TOKEN = re.compile(r"[a-zA-Z0-9]{1,256}(-*[a-zA-Z0-9]){0,256}")
-ANTHROPIC_VERSION = "bedrock-2023-05-31"
 
 AnswerFn = Callable[[str, list], str]
 RecordErrorFn = Callable[[str, dict], "tuple[int, str] | None"]
 RuntimeErrorFn = Callable[[str, list], "tuple[int, str, str] | None"]
-
-
-def message_text(content: Any) -> str:
-    """Text of a Messages/Converse content (a string or a list of text blocks)."""
-    if isinstance(content, str):
-        return content
-    return "".join(block.get("text", "") for block in content if isinstance(block, dict))
-
-
-def system_text(system: Any) -> str:
-    if system is None:
-        return ""
-    if isinstance(system, str):
-        return system
-    return "".join(block.get("text", "") for block in system)
 
 
 def default_answer(system: str, messages: list) -> str:
@@ -216,7 +202,7 @@ class BedrockFake:
         for key in ("jobName", "roleArn", "modelId", "inputDataConfig", "outputDataConfig"):
             if not body.get(key):
                 return 400, _error("ValidationException", f"{key} is required")
-        problem = _job_request_problem(body)
+        problem = job_request_problem(body)
         if problem:
             return 400, _error("ValidationException", problem)
         token = body.get("clientRequestToken") or uuid.uuid4().hex
@@ -424,59 +410,6 @@ class BedrockFake:
         return 200, {"output": {"message": {"role": "assistant", "content": [{"text": text}]}}, "stopReason": stop,
                      "usage": {"inputTokens": in_tok, "outputTokens": out_tok, "totalTokens": in_tok + out_tok},
                      "metrics": {"latencyMs": 1}}
-
-
-def _job_request_problem(body: dict) -> str | None:
-    """CreateModelInvocationJob's parameter constraints (botocore's model and the API reference)."""
-    name, token = body["jobName"], body.get("clientRequestToken")
-    if len(name) > 63 or not JOB_NAME.fullmatch(name):
-        return f"jobName {name!r} must be 1-63 characters matching {JOB_NAME.pattern}"
-    if not ROLE_ARN.fullmatch(body["roleArn"]):
-        return f"roleArn {body['roleArn']!r} is not an IAM role ARN"
-    if token is not None and not CLIENT_TOKEN.fullmatch(token):
-        return f"clientRequestToken {token!r} does not match {CLIENT_TOKEN.pattern}"
-    hours = body.get("timeoutDurationInHours")
-    if hours is not None and not 24 <= int(hours) <= 168:
-        return f"timeoutDurationInHours {hours} must be between 24 and 168"
-    for key, config in (("inputDataConfig", "s3InputDataConfig"), ("outputDataConfig", "s3OutputDataConfig")):
-        uri = (body[key].get(config) or {}).get("s3Uri", "")
-        if not str(uri).startswith("s3://"):
-            return f"{key}.{config}.s3Uri {uri!r} must be an s3:// URI"
-    return None
-
-
-def _turns_problem(messages: Any) -> str | None:
-    if not isinstance(messages, list) or not messages:
-        return "messages: at least one message is required"
-    for i, message in enumerate(messages):
-        expected = "user" if i % 2 == 0 else "assistant"
-        if not isinstance(message, dict) or message.get("role") != expected:
-            return f"messages.{i}.role: roles must alternate, starting with user (expected {expected})"
-        if not message_text(message.get("content", "")):
-            return f"messages.{i}.content: text content blocks must be non-empty"
-    return None
-
-
-def messages_problem(body: dict) -> str | None:
-    """Why an Anthropic Messages body (InvokeModel, batch modelInput) is invalid, or None."""
-    if body.get("anthropic_version") != ANTHROPIC_VERSION:
-        return f"anthropic_version must be {ANTHROPIC_VERSION}"
-    max_tokens = body.get("max_tokens")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        return "max_tokens: a positive integer is required"
-    if not 0 <= body.get("temperature", 1) <= 1:
-        return "temperature: must be between 0 and 1"
-    return _turns_problem(body.get("messages"))
-
-
-def converse_problem(body: dict) -> str | None:
-    """Why a Converse body is invalid, or None."""
-    config = body.get("inferenceConfig") or {}
-    if "maxTokens" in config and (not isinstance(config["maxTokens"], int) or config["maxTokens"] < 1):
-        return "inferenceConfig.maxTokens: must be at least 1"
-    if not 0 <= config.get("temperature", 1) <= 1:
-        return "inferenceConfig.temperature: must be between 0 and 1"
-    return _turns_problem(body.get("messages"))
 
 
 def _error(code: str, message: str) -> dict:
