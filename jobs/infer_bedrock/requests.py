@@ -20,8 +20,7 @@ from switchpoint.core.pricing import estimate_tokens
 from switchpoint.core.prompts import build_turns
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
-# Bedrock batch quotas (service defaults; the minimum is an adjustable quota, hence a setting).
-BATCH_MIN_RECORDS = 100
+# Bedrock batch limits (the minimum records per job is an adjustable quota: a setting, --batch-min-records).
 BATCH_MAX_RECORDS = 50_000
 BATCH_MAX_FILE_BYTES = 1_000_000_000  # 1 GB per input file
 # Record ids: "R" + 3-digit arm index + 7-digit example index = 11 alphanumeric characters, the

@@ -123,7 +123,7 @@ def arm_mode(api_model_entry: Mapping[str, Any], settings: Settings | Mapping[st
         if missing:
             return UNAVAILABLE, f"--mode batch needs {' and '.join(missing)}; give them, or use --mode auto or on-demand"
         return "batch", availability
-    minimum = int(_get(settings, "batch_min_records") or 100)
+    minimum = int(_get(settings, "batch_min_records") or Settings.model_fields["batch_min_records"].default)
     reason = None
     if not supports_batch(api_model_entry):
         reason = f"{name} has no batch inference on Bedrock"
