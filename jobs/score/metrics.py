@@ -23,8 +23,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Callable, Sequence
 
 import numpy as np
 from switchpoint.core.contract import JobError
@@ -194,7 +194,7 @@ def rouge2(prediction: str, references: Sequence[str]) -> float:
     return rouge_fmeasures(prediction, references, ("rouge2",))["rouge2"]
 
 
-def rougeL(prediction: str, references: Sequence[str]) -> float:  # noqa: N802 - the metric's name
+def rougeL(prediction: str, references: Sequence[str]) -> float:
     return rouge_fmeasures(prediction, references, ("rougeL",))["rougeL"]
 
 
