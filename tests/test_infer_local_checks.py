@@ -187,6 +187,7 @@ def test_readme_lists_exactly_the_settings_and_help_shows_the_model_defaults():
     table = readme.read_text(encoding="utf-8").split("## Settings", 1)[1].split("\n\n", 2)[1]
     keys = {k.replace("-", "_") for row in table.splitlines()[2:] for k in re.findall(r"`--([a-z0-9-]+)`", row.split("|")[1])}
     assert keys == set(Settings.model_fields)
+    assert f"**{Settings.model_fields['engine'].default}** (default)" in readme.read_text(encoding="utf-8")
     from switchpoint.cli import main
 
     help_text = " ".join(CliRunner().invoke(main, ["infer-local", "--help"]).output.split())
