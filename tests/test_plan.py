@@ -214,3 +214,12 @@ def test_plan_command_prints_the_estimate_and_exits_1_on_a_problem(tmp_path):
     ok = CliRunner().invoke(main, ["plan", "--sweep", "smoke", "--task", "xlsum", "--offline"])
     assert ok.exit_code == 0, ok.output
     assert "train-tiny-gpt-neox" in ok.output and "estimated total: $0.00" in ok.output and "plan: OK" in ok.output
+
+
+def test_a_spec_sagemaker_would_refuse_is_caught_by_botocore_validation(tmp_path, s3_bucket):
+    long_name = "m" + "x" * 299  # a legal own-model name, too long for a SageMaker tag or hyperparameter
+    sweep = _sweep(tmp_path, BIG_OWN_MODEL.replace("my-13b", long_name).replace("params_b: 13.0", "params_b: 1.0"))
+    problems = _problems(sweep, backend="sagemaker", store=open_store(f"s3://{s3_bucket}/runs"),
+                         options={"role_arn": ROLE, "registry": REGISTRY})
+    assert any(p.startswith(f"infer-local-{long_name}: the CreateProcessingJob request is over SageMaker's limits") for p in problems)
+    assert any("SageMaker allows 256" in p for p in problems)  # the train job's hyperparameter

@@ -7,6 +7,7 @@ or the Hub (botocore's parameter validation runs on its bundled service model, o
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 
 from switchpoint.core import manifests
@@ -28,6 +29,7 @@ SECTION = {"data": "data", "train": "train", "infer-local": "infer", "infer-bedr
 BF16_GIB_PER_B = 2e9 / 2**30  # 1e9 parameters at 2 bytes
 NF4_GIB_PER_B = 0.6e9 / 2**30  # 4-bit weights plus quantisation constants and the bf16 parts
 CUDA_CONTEXT_GIB = 1.5
+JOB_NAME = r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"  # TrainingJobName / ProcessingJobName in the service model
 
 
 def _where(sweep: dict) -> str:
@@ -243,13 +245,43 @@ def _validate_spec(step: Step, spec: dict, found: Any) -> None:
 
     operation = "CreateTrainingJob" if step.kind == "training" else "CreateProcessingJob"
     model = botocore.session.get_session().get_service_model("sagemaker")
+    shape = model.operation_model(operation).input_shape
     try:
-        validate_parameters(spec, model.operation_model(operation).input_shape)
+        validate_parameters(spec, shape)
     except ParamValidationError as err:
         found.problem(f"{step.name}: the {operation} request is invalid: {' '.join(str(err).split())}")
+    # botocore checks types, required members and minimums only; SageMaker also refuses values over
+    # the service model's maximums and names outside its pattern, so those are checked here.
+    over = _over_limits(spec, shape, operation)
+    if over:
+        found.problem(f"{step.name}: the {operation} request is over SageMaker's limits: {'; '.join(over[:3])}")
+    name = spec.get("TrainingJobName") or spec.get("ProcessingJobName") or ""
+    if not re.fullmatch(JOB_NAME, name):
+        found.problem(f"{step.name}: job name {name!r} does not match SageMaker's pattern {JOB_NAME}")
     hosts = sorted({v for v in _strings(spec) if v.startswith("/") and not v.startswith(CONTAINER_ROOT)})
     if hosts:
         found.problem(f"{step.name}: the job spec carries host paths {hosts}; a SageMaker job cannot read them")
+
+
+def _over_limits(value: Any, shape: Any, path: str) -> list[str]:
+    """Every value of ``value`` above its shape's ``max`` (string and list length, number value)."""
+    top = shape.metadata.get("max")
+    out = []
+    if top is not None:
+        size = len(value) if isinstance(value, (str, list, dict)) else value if isinstance(value, (int, float)) else None
+        if size is not None and size > top:
+            out.append(f"{path} is {size} (at most {top})")
+    if shape.type_name == "structure" and isinstance(value, dict):
+        for key, item in value.items():
+            if key in shape.members:
+                out += _over_limits(item, shape.members[key], f"{path}.{key}")
+    elif shape.type_name == "list" and isinstance(value, list):
+        for i, item in enumerate(value):
+            out += _over_limits(item, shape.member, f"{path}[{i}]")
+    elif shape.type_name == "map" and isinstance(value, dict):
+        for key, item in value.items():
+            out += _over_limits(key, shape.key, f"{path} key {key!r}") + _over_limits(item, shape.value, f"{path}.{key}")
+    return out
 
 
 def _strings(value: Any) -> list[str]:
