@@ -223,3 +223,14 @@ def test_a_spec_sagemaker_would_refuse_is_caught_by_botocore_validation(tmp_path
                          options={"role_arn": ROLE, "registry": REGISTRY})
     assert any(p.startswith(f"infer-local-{long_name}: the CreateProcessingJob request is over SageMaker's limits") for p in problems)
     assert any("SageMaker allows 256" in p for p in problems)  # the train job's hyperparameter
+
+
+def test_a_model_from_a_local_path_runs_only_where_the_path_can_be_read(tmp_path):
+    own = BIG_OWN_MODEL.replace("    source: hub\n    hub_id: example-org/my-13b-instruct\n",
+                                f"    source: local\n    path: {tmp_path / 'weights'}\n").replace("params_b: 13.0", "params_b: 1.0")
+    sweep = _sweep(tmp_path, own)
+    assert any(f"path {tmp_path / 'weights'} does not exist" in p for p in _problems(sweep))
+    (tmp_path / "weights").mkdir()
+    assert _problems(sweep) == []
+    problems = _problems(sweep, backend="docker")
+    assert len(problems) == 1 and "which a docker job cannot read" in problems[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from pathlib import Path
 from typing import Any
 
 from switchpoint.core import manifests
@@ -137,6 +138,21 @@ def _engine(sweep: dict, task: dict, model: str, entry: dict, lengths: Any, foun
     if shots and context and prompt > context:
         found.notice(f"{model}: a {max(shots)}-shot prompt is about {prompt:,.0f} tokens (estimated high), over its "
                      f"{context:,}-token context: the input text is cut to fit or the arm is skipped")
+
+
+def model_sources(sweep: dict, backend: str, found: Any) -> None:
+    """A model read from a path exists here, and is only used where that path can be read."""
+    for model, entry in model_entries(sweep).items():
+        if entry["source"] == "hub" and not entry.get("revision"):
+            found.notice(f"{model}: no revision pinned; the Hub's latest files will be used")
+        if entry["source"] != "local":
+            continue
+        if backend != "local":
+            found.problem(f"{_where(sweep)}: at models: {model} is read from a path on this machine ({entry['path']}), "
+                          f"which a {backend} job cannot read; publish it on the Hub (hub_id and revision) or use "
+                          "BACKEND=local")
+        elif not Path(entry["path"]).exists():
+            found.problem(f"{_where(sweep)}: at models: {model}: path {entry['path']} does not exist")
 
 
 # --- GPU memory ------------------------------------------------------------------------------------

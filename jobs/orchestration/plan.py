@@ -131,6 +131,7 @@ def check_sweep(sweep: dict, task: dict, *, backend: str = "local", store: Store
     for step in steps:
         checks.job_settings(step, sweep, found)
     checks.arms(sweep, task, found)
+    checks.model_sources(sweep, backend, found)
     checks.gpu_memory(sweep, steps, found)
     if backend == "sagemaker":
         checks.sagemaker_specs(sweep, steps, run, options, found)
