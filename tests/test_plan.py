@@ -234,3 +234,19 @@ def test_a_model_from_a_local_path_runs_only_where_the_path_can_be_read(tmp_path
     assert _problems(sweep) == []
     problems = _problems(sweep, backend="docker")
     assert len(problems) == 1 and "which a docker job cannot read" in problems[0]
+
+
+def test_api_dollars_are_the_manifest_prices_of_the_estimated_tokens(monkeypatch):
+    monkeypatch.delenv("BEDROCK_ROLE_ARN", raising=False)
+    sweep, task = manifests.load_sweep("default"), manifests.load_task("jsquad")
+    rows = {r["step"]: r for r in estimate_plan(sweep, task)}
+    api = rows["infer-bedrock-claude-haiku-4.5"]
+    assert api["api_records"] == 500 * 6 * 3  # eval cap x shot counts x three seeds
+    price = manifests.get_api_model("claude-haiku-4.5")
+    on_demand = (api["api_input_tokens"] * price["input_per_mtok"] + api["api_output_tokens"] * price["output_per_mtok"]) / 1e6
+    assert api["mode"] == "on-demand" and api["usd"] == pytest.approx(on_demand, rel=1e-6)
+    monkeypatch.setenv("BEDROCK_ROLE_ARN", BEDROCK_ROLE)
+    monkeypatch.setenv("BEDROCK_S3_PREFIX", "s3://batch-bucket/in")
+    batch = {r["step"]: r for r in estimate_plan(sweep, task)}["infer-bedrock-claude-haiku-4.5"]
+    assert batch["mode"] == "batch" and batch["usd"] == pytest.approx(on_demand * (1 - price["batch_discount"]), rel=1e-6)
+    assert rows["train-qwen2.5-1.5b-instruct"]["hours"] > 0 and rows["train-qwen2.5-1.5b-instruct"]["usd"] > 0
