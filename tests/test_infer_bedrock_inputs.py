@@ -146,3 +146,20 @@ def test_a_model_id_the_service_rejects_for_every_request_is_one_error(jsquad_da
     (line,) = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert "every one of 24 requests failed" in line and "model identifier is invalid" in line
     assert bedrock_fake.answered == {} and not (tmp_path / "out" / "bedrock_metrics.json").exists()
+
+
+def test_an_output_path_that_is_a_file_is_refused_before_any_call(jsquad_data, bedrock_fake, tmp_path):
+    out = tmp_path / "out"
+    out.write_text("not a folder")
+    result = _invoke(jsquad_data, out, "--state", str(tmp_path / "st"))
+    assert result.exit_code == 1
+    (line,) = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert f"--out {out}: exists and is not a folder" in line
+    assert bedrock_fake.runtime_calls == 0
+
+
+def test_without_data_the_error_says_to_give_data_not_only_the_default_path(tmp_path, bedrock_fake):
+    result = CliRunner().invoke(ib.command, ["--api-model", API, "--ml-root", str(tmp_path / "ml")])
+    assert result.exit_code == 1
+    (line,) = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert "no --data given" in line and "give --data" in line

@@ -23,6 +23,7 @@ Identical requests in different arms (N=0 for every seed) are sent once.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,8 @@ DATA_FILES = ("task.json", "data.json", "eval.jsonl")
 def check_data_folder(data_dir: Path) -> None:
     """The data folder is the data step's output: say so before any file in it is parsed."""
     if not data_dir.is_dir():
-        raise JobError(f"--data {data_dir}: no such folder; give the output folder of `switchpoint data`")
+        what = "is a file, not a folder" if data_dir.exists() else "no such folder"
+        raise JobError(f"--data {data_dir}: {what}; give the output folder of `switchpoint data`")
     for name in DATA_FILES:
         if not (data_dir / name).is_file():
             raise JobError(f"{data_dir / name}: missing; the data folder must be the output of `switchpoint data`")
@@ -66,6 +68,15 @@ def check_data_folder(data_dir: Path) -> None:
     for key in ("sizes", "seeds"):
         if not isinstance(info.get(key), list) or not all(isinstance(v, int) for v in info[key]):
             raise JobError(f"{data_dir / 'data.json'}: at {key}: expected a list of integers (the data step's data.json)")
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """The output folder can be written (checked before anything is paid for, without creating it)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise JobError(f"--out {out_dir}: exists and is not a folder")
+    existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise JobError(f"--out {out_dir}: cannot write into {existing} (permission denied)")
 
 
 def _json_object(path: Path) -> dict:
@@ -128,6 +139,7 @@ def infer_bedrock(settings: Settings, data_dir: Path, out_dir: Path) -> dict[str
     if settings.dry_run:
         return {"dry_run": True, "usd_estimate": estimate}
 
+    check_out_dir(out_dir)
     ctx = Context(settings, task, api_model, model_id, max_tokens, region=resolve_region(settings, api_model, model_id))
     live = [p for p in plans if not p.skipped]
     if live and not _has_credentials(ctx.region):
@@ -204,9 +216,9 @@ def _connect(ctx: Context) -> None:
 # --- CLI ----------------------------------------------------------------------------------------
 @click.command(NAME, context_settings={"show_default": True})
 @options(Settings, flags=("dry_run", "skip_without_credentials"))
-@click.option("--data", "data_dir", default=None, type=click.Path(file_okay=False),
+@click.option("--data", "data_dir", default=None, metavar="FOLDER",
               help="Data folder from `switchpoint data` (default: <ml-root>/processing/input/data).")
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+@click.option("--out", "out_dir", default=None, metavar="FOLDER",
               help="Output folder (default: <ml-root>/processing/output).")
 @click.option("--ml-root", default=None, help="Root of the /opt/ml job layout (default $SWITCHPOINT_ML_ROOT or /opt/ml).")
 def command(data_dir, out_dir, ml_root, **values):
@@ -230,6 +242,9 @@ def command(data_dir, out_dir, ml_root, **values):
             sources.insert(0, (str(paths.hyperparameters), read_hyperparameters(paths)))
         settings = load_settings(Settings, *sources)
         data = Path(data_dir) if data_dir else paths.processing_input("data")
+        if not data_dir and not data.is_dir():
+            raise JobError(f"no --data given and no data folder at the job layout's {data}; "
+                           "give --data <the output folder of `switchpoint data`>")
         out = Path(out_dir) if out_dir else paths.processing_output
         infer_bedrock(settings, data, out)
 
