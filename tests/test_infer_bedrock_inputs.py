@@ -75,6 +75,8 @@ CASES = [
     ("missing data folder", ["--data", "/nonexistent/data"], _nothing, ["--data /nonexistent/data", "no such folder"]),
     ("data folder without eval.jsonl", [], _remove("eval.jsonl"), ["eval.jsonl: missing"]),
     ("task.json not JSON", [], _write("task.json", "{not json"), ["task.json: not readable as JSON"]),
+    ("task.json without a generation budget", [], _write("task.json", '{"name": "jsquad", "generation": []}'),
+     ["task.json", "generation.max_new_tokens"]),
     ("data.json without sizes", [], _write("data.json", '{"seeds": [0]}'), ["data.json: at sizes"]),
     ("eval.jsonl with a broken line", [], _write("eval.jsonl", '{"id": "a", "references": ["x"]}\n{oops\n'),
      ["eval.jsonl:2: not valid JSON"]),

@@ -62,9 +62,11 @@ def check_data_folder(data_dir: Path) -> None:
         if not (data_dir / name).is_file():
             raise JobError(f"{data_dir / name}: missing; the data folder must be the output of `switchpoint data`")
     task, info = _json_object(data_dir / "task.json"), _json_object(data_dir / "data.json")
-    if not isinstance(task.get("name"), str) or not isinstance(task.get("generation", {}).get("max_new_tokens"), int):
-        raise JobError(f"{data_dir / 'task.json'}: expected a task with 'name' and 'generation.max_new_tokens' "
-                       "(the data step's task.json)")
+    generation = task.get("generation")
+    if not isinstance(task.get("name"), str) or not isinstance(generation, dict) \
+            or not isinstance(generation.get("max_new_tokens"), int) or generation["max_new_tokens"] < 1:
+        raise JobError(f"{data_dir / 'task.json'}: expected a task with 'name' and a positive integer "
+                       "'generation.max_new_tokens' (the data step's task.json)")
     for key in ("sizes", "seeds"):
         if not isinstance(info.get(key), list) or not all(isinstance(v, int) for v in info[key]):
             raise JobError(f"{data_dir / 'data.json'}: at {key}: expected a list of integers (the data step's data.json)")
