@@ -177,7 +177,7 @@ class BedrockFake:
         return self._throttled
 
     # -- server lifecycle ----------------------------------------------------------------------------
-    def __enter__(self) -> BedrockFake:
+    def __enter__(self) -> BedrockFake:  # noqa: PYI034 - never subclassed
         fake = self
 
         class Handler(_Handler):

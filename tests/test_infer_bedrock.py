@@ -23,8 +23,8 @@ from switchpoint.infer_bedrock import job as ib
 from switchpoint.infer_bedrock.arms import plan_arms
 from switchpoint.infer_bedrock.batch import job_name
 from switchpoint.infer_bedrock.job import Settings, infer_bedrock
-from switchpoint.infer_bedrock.state import State
 from switchpoint.infer_bedrock.requests import BATCH_MAX_RECORDS, split_batches
+from switchpoint.infer_bedrock.state import State
 
 ROLE = "arn:aws:iam::123456789012:role/switchpoint-bedrock-batch"
 API = "claude-haiku-4.5"
@@ -38,9 +38,9 @@ def reference_answers(data_dir):
 
 
 def make_settings(bucket=None, **overrides) -> Settings:
-    values = dict(api_model=API, shots=[0, 2], seeds=[0], mode="batch", role_arn=ROLE,
-                  s3_prefix=f"s3://{bucket}/bedrock" if bucket else None, poll_seconds=0.001,
-                  batch_min_records=10, concurrency=2, max_retries=3)
+    values = {"api_model": API, "shots": [0, 2], "seeds": [0], "mode": "batch", "role_arn": ROLE,
+                  "s3_prefix": f"s3://{bucket}/bedrock" if bucket else None, "poll_seconds": 0.001,
+                  "batch_min_records": 10, "concurrency": 2, "max_retries": 3}
     values.update(overrides)
     return Settings(**values)
 
@@ -256,7 +256,7 @@ def test_on_demand_recovers_from_429_throttling_with_adaptive_retries(jsquad_dat
     assert metrics["arms"][0]["mode"] == "on-demand" and metrics["records_ok"] == 12
     api = manifests.get_api_model(API)
     assert metrics["usd"] == pytest.approx(usd(metrics["input_tokens"], metrics["output_tokens"], api, batch=False), abs=1e-6)
-    op, model_id, body = bedrock_fake.runtime_requests[-1]
+    op, _model_id, body = bedrock_fake.runtime_requests[-1]
     assert op == "converse" and body["inferenceConfig"] == {"maxTokens": 32, "temperature": 0}
     assert len(body["messages"]) == 5 and body["system"][0]["text"] == load_task_from_data(jsquad_data)["prompt"]["instruction"]
 

@@ -14,7 +14,7 @@ README = Path(__file__).resolve().parents[1] / "images" / "infer-bedrock" / "REA
 
 
 def readme_defaults() -> dict[str, str]:
-    rows = re.findall(r"^\| `(--[a-z0-9-]+)` \| ([^|]+) \|", README.read_text(encoding="utf-8"), flags=re.M)
+    rows = re.findall(r"^\| `(--[a-z0-9-]+)` \| ([^|]+) \|", README.read_text(encoding="utf-8"), flags=re.MULTILINE)
     return {option: default.strip().strip("`") for option, default in rows}
 
 

@@ -72,7 +72,7 @@ def test_on_demand_killed_mid_run_pays_nothing_twice_and_reports_the_same_metric
     bedrock_fake.configure(answer=reference_answers(jsquad_data), hold_after=answered_before_kill,
                            hold_count=workers)
     state = str(tmp_path / "state")
-    values = dict(api_model=API, shots=[0, 2], seeds=[0], mode="on-demand", state=state, concurrency=workers)
+    values = {"api_model": API, "shots": [0, 2], "seeds": [0], "mode": "on-demand", "state": state, "concurrency": workers}
     run_until_held_then_kill(bedrock_fake, cli_args(jsquad_data, tmp_path / "killed", **values), tmp_path)
 
     # Every answer the fake gave before the kill is in the state: nothing paid is lost.
@@ -97,8 +97,8 @@ def test_batch_error_retries_killed_mid_run_are_not_asked_twice_and_records_retr
     failing = {"R0000000001", "R0000000003", "R0000000005", "R0010000002", "R0010000004", "R0010000006"}
     bedrock_fake.configure(answer=reference_answers(jsquad_data), min_records=10, hold_after=3, hold_count=1,
                            record_error=lambda rid, body: (500, "Internal model error") if rid in failing else None)
-    values = dict(api_model=API, shots=[0, 2], seeds=[0], mode="batch", role_arn=ROLE,
-                  s3_prefix=f"s3://{s3_bucket}/killed", batch_min_records=10, poll_seconds=0.001, concurrency=1)
+    values = {"api_model": API, "shots": [0, 2], "seeds": [0], "mode": "batch", "role_arn": ROLE,
+                  "s3_prefix": f"s3://{s3_bucket}/killed", "batch_min_records": 10, "poll_seconds": 0.001, "concurrency": 1}
     run_until_held_then_kill(bedrock_fake, cli_args(jsquad_data, tmp_path / "killed", **values), tmp_path)
     assert bedrock_fake.submissions == 1 and sum(bedrock_fake.answered.values()) == 3
     saved = open_state(values["s3_prefix"], "jsquad__" + API).answers
@@ -125,8 +125,8 @@ def test_a_kill_between_intent_and_create_leads_the_rerun_to_the_same_job(jsquad
     from switchpoint.infer_bedrock import batch
 
     bedrock_fake.configure(answer=reference_answers(jsquad_data), min_records=10)
-    values = dict(api_model=API, shots=[0, 2], seeds=[0], mode="batch", role_arn=ROLE,
-                  s3_prefix=f"s3://{s3_bucket}/b", batch_min_records=10, poll_seconds=0.001)
+    values = {"api_model": API, "shots": [0, 2], "seeds": [0], "mode": "batch", "role_arn": ROLE,
+                  "s3_prefix": f"s3://{s3_bucket}/b", "batch_min_records": 10, "poll_seconds": 0.001}
 
     def killed(ctx, job):
         raise KeyboardInterrupt
@@ -173,8 +173,8 @@ def test_a_rerun_after_a_finished_run_pays_nothing_and_reports_the_same_metrics(
     failing = {"R0000000002", "R0010000003"}
     bedrock_fake.configure(answer=reference_answers(jsquad_data), min_records=10,
                            record_error=lambda rid, body: (500, "Internal model error") if rid in failing else None)
-    values = dict(api_model=API, shots=[0, 2], seeds=[0], mode="auto", role_arn=ROLE, s3_prefix=f"s3://{s3_bucket}/r",
-                  batch_min_records=12, poll_seconds=0.001)
+    values = {"api_model": API, "shots": [0, 2], "seeds": [0], "mode": "auto", "role_arn": ROLE, "s3_prefix": f"s3://{s3_bucket}/r",
+                  "batch_min_records": 12, "poll_seconds": 0.001}
     first = infer_bedrock(Settings(**values), jsquad_data, tmp_path / "a")
     calls, gets = sum(bedrock_fake.answered.values()), bedrock_fake.get_calls
     second = infer_bedrock(Settings(**values), jsquad_data, tmp_path / "b")

@@ -10,7 +10,6 @@ from switchpoint.infer_bedrock.context import Context, log
 from switchpoint.infer_bedrock.requests import Request, converse_kwargs
 from switchpoint.infer_bedrock.state import Answer
 
-
 # The call itself is refused: every other request would be refused too, so the run stops (nothing paid).
 FATAL_CODES = frozenset({"AccessDeniedException", "ResourceNotFoundException", "UnrecognizedClientException",
                          "ExpiredTokenException", "InvalidSignatureException", "MissingAuthenticationTokenException"})
