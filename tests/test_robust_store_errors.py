@@ -136,3 +136,32 @@ def test_large_files_move_with_managed_multipart_transfers(tmp_path, s3_bucket, 
     assert (tmp_path / "back" / "w" / "big.bin").read_bytes() == big.read_bytes()
     marker = store.mark_complete()
     assert marker["files"]["w/big.bin"]["size"] == part + 1024
+
+
+def test_a_full_disk_while_staging_a_step_is_one_line(tmp_path, monkeypatch):
+    """The local runner's temporary folder fills up: a sentence naming the step and the folder."""
+    from switchpoint.core import manifests
+    from switchpoint.orchestration import runners
+    from switchpoint.orchestration.steps import plan_steps
+
+    sweep, task = manifests.load_sweep("smoke"), manifests.load_task("jsquad")
+    score = next(s for s in plan_steps(sweep, task) if s.job == "score")
+    run = open_store(tmp_path / "run")
+    run.write_text("data/eval.jsonl", "{}\n")
+    run.write_text("predictions/local/m/predictions.jsonl", "{}\n")
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("switchpoint.core.store.shutil.copyfile", full)
+    with pytest.raises(JobError, match=r"^store .*/run/data: cannot copy 'eval.jsonl' to .*: the disk is full"):
+        runners.run_local(score, run)
+    train = next(s for s in plan_steps(sweep, task) if s.job == "train")
+    monkeypatch.undo()
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr("switchpoint.orchestration.runners.write_hyperparameters", full)
+    with pytest.raises(JobError, match=r"^step train-tiny-gpt-neox: cannot stage its inputs in .* \(No space left "
+                                       r"on device\); set TMPDIR"):
+        runners.run_local(train, run)
+    assert not list(tmp_path.glob("switchpoint-*"))

@@ -60,6 +60,15 @@ def step_args(step: Step, ml_root: str) -> list[str]:
 
 
 def _stage_inputs(step: Step, run: Store, root: Path, report_inputs: list[str] | None = None) -> None:
+    """Copy the step's inputs (and, for training, its settings and finished checkpoints) into ``root``."""
+    try:
+        _stage(step, run, root, report_inputs)
+    except OSError as err:  # the local side: a full disk or an unwritable temporary folder
+        raise JobError(f"step {step.name}: cannot stage its inputs in {root} ({err.strerror or err}); "
+                       "set TMPDIR to a writable folder with space") from err
+
+
+def _stage(step: Step, run: Store, root: Path, report_inputs: list[str] | None) -> None:
     paths = job_paths(root)
     for name, prefix in step.inputs.items():
         source = run.child(prefix) if prefix else run

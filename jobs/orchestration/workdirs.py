@@ -50,7 +50,12 @@ def staging_dir(step_name: str) -> Iterator[Path]:
         raise JobError(f"cannot create a staging folder in {tempfile.gettempdir()} "
                        f"({err.strerror or err}); set TMPDIR to a writable folder with space") from err
     try:
-        (folder / OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}), encoding="utf-8")
+        try:
+            owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
+            (folder / OWNER).write_text(owner, encoding="utf-8")
+        except OSError as err:
+            raise JobError(f"cannot write in the staging folder {folder} ({err.strerror or err}); "
+                           "set TMPDIR to a writable folder with space") from err
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
