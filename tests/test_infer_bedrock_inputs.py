@@ -59,6 +59,8 @@ CASES = [
     ("zero concurrency", ["--concurrency", "0"], _nothing, ["--concurrency", ">= 1"]),
     ("unknown mode", ["--mode", "fast"], _nothing, ["--mode", "auto", "on-demand"]),
     ("negative shots", ["--shots", "-1"], _nothing, ["--shots", ">= 0"]),
+    ("repeated shots", ["--shots", "2,2"], _nothing, ["--shots", "distinct"]),
+    ("repeated variants", ["--variants", "none,none"], _nothing, ["--variants", "distinct"]),
     ("non-integer seeds", ["--seeds", "a"], _nothing, ["--seeds", "integers"]),
     ("shots not prepared", ["--shots", "3"], _nothing, ["--shots 3", "not prepared", "re-run the data step"]),
     ("seed not prepared", ["--seeds", "7"], _nothing, ["--seeds 7", "not prepared"]),

@@ -42,7 +42,10 @@ def resolve_region(settings: Settings, api_model: dict, model_id: str) -> str | 
 def variants_of(settings: Settings) -> list[str | None]:
     if not settings.variants:
         return [None]
-    return [None if v.lower() in ("none", "null", "-") else v for v in settings.variants]
+    variants = [None if v.lower() in ("none", "null", "-") else v for v in settings.variants]
+    if len(set(variants)) != len(variants):
+        raise JobError(f"--variants {','.join(settings.variants)}: names the plain layout (none/null/-) twice")
+    return variants
 
 
 def shots_and_seeds(settings: Settings, data_dir: Path) -> tuple[list[int], list[int]]:

@@ -68,6 +68,14 @@ class Settings(JobSettings):
             raise ValueError("every value must be >= 0")
         return values
 
+    @field_validator("shots", "seeds", "variants")
+    @classmethod
+    def _distinct(cls, values: list | None) -> list | None:
+        """A repeated value would be a second arm writing the same predictions file."""
+        if values is not None and len(set(values)) != len(values):
+            raise ValueError(f"values must be distinct, got {','.join(map(str, values))}")
+        return values
+
 
 def supports_batch(entry: Mapping[str, Any]) -> bool:
     """The manifest's ``batch`` flag; an older entry without it: whether it has a batch discount."""
