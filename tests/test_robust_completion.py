@@ -170,3 +170,18 @@ def test_a_step_below_a_changed_input_or_with_changed_settings_is_stale(tmp_path
     assert names["infer-local-tiny-gpt-neox"] == ["data", "train-tiny-gpt-neox"]
     assert names["score"] == ["data", "infer-local-tiny-gpt-neox"]
     assert set(names["report"]) == {"data", "train-tiny-gpt-neox", "infer-local-tiny-gpt-neox", "score"}
+
+
+def test_status_tells_done_from_stale_and_incomplete(tmp_path):
+    from switchpoint.orchestration.status import step_status
+
+    sweep, task = _sweep(tmp_path), _task(tmp_path)
+    store = open_store(tmp_path / "runs")
+    run_sweep(sweep, task, store, job="data")
+    assert next(r for r in step_status(sweep, task, store) if r["step"] == "data")["state"] == "done"
+    row = next(r for r in step_status(_sweep(tmp_path, sizes=(0, 2, 8)), task, store) if r["step"] == "data")
+    assert row["state"] == "stale" and "settings.sizes [0, 2, 4] -> [0, 2, 8]" in row["reason"]
+    assert row["reason"].startswith("changed since it ran: ")
+    run_root(store, sweep, task).child("data").delete("pool.jsonl")
+    row = next(r for r in step_status(sweep, task, store) if r["step"] == "data")
+    assert (row["state"], row["reason"]) == ("incomplete", f"pool.jsonl is listed in {SUCCESS} but missing")

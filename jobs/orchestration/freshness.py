@@ -112,19 +112,17 @@ def what_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> str | None:
         return None
     changed = [f"input {name}" for name in sorted(set(old.get("inputs", {})) | set(new["inputs"]))
                if old.get("inputs", {}).get(name) != new["inputs"].get(name)]
-    old_settings, new_settings = old.get("settings", {}), new["settings"]
-    for key in sorted(set(old_settings) | set(new_settings)):
-        if old_settings.get(key) != new_settings.get(key):
-            changed.append(_setting_change(key, old_settings.get(key), new_settings.get(key)))
+    settings = _diff("", old.get("settings", {}), new["settings"])
+    changed += settings[:4] + ([f"(+{len(settings) - 4} more)"] if len(settings) > 4 else [])
     return ", ".join(changed) or "its fingerprint"
 
 
-def _setting_change(key: str, old: Any, new: Any) -> str:
+def _diff(path: str, old: Any, new: Any) -> list[str]:
+    """``key.sub old -> new`` for every leaf that differs (dicts are descended, other values compared)."""
     if isinstance(old, dict) and isinstance(new, dict):
-        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        return ", ".join(f"{key}.{k} {_short(old.get(k))} -> {_short(new.get(k))}" for k in keys[:4]) \
-            + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
-    return f"{key} {_short(old)} -> {_short(new)}"
+        return [line for key in sorted(set(old) | set(new), key=str) if old.get(key) != new.get(key)
+                for line in _diff(f"{path}.{key}" if path else str(key), old.get(key), new.get(key))]
+    return [f"{path} {_short(old)} -> {_short(new)}"]
 
 
 def _short(value: Any) -> str:
