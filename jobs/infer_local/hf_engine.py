@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from switchpoint.core import modeling
-from switchpoint.infer_local.passes import EngineStats, Generation, Pass, adapter_dir, count_tokens
+from switchpoint.core.prompts import decode_generation
+from switchpoint.infer_local.passes import EngineStats, Generation, Pass, adapter_dir
 
 
-def length_order(tokenizer: Any, prompts: list[str]) -> list[int]:
+def length_order(prompt_ids: list[list[int]], prompts: list[str]) -> list[int]:
     """Longest prompt first, ties by text: lm-eval's order."""
-    lengths = [count_tokens(tokenizer, p) for p in prompts]
-    return sorted(range(len(prompts)), key=lambda i: (-lengths[i], prompts[i]))
+    return sorted(range(len(prompts)), key=lambda i: (-len(prompt_ids[i]), prompts[i]))
 
 
 class StopWatch:
@@ -33,8 +33,8 @@ class StopWatch:
     character takes four byte-level tokens), plus, until the answer starts, its few leading tokens.
     """
 
-    def __init__(self, tokenizer: Any, stops: list[str], to_text: Callable[[str], str] = lambda t: t):
-        self.tokenizer, self.to_text = tokenizer, to_text
+    def __init__(self, tokenizer: Any, stops: list[str], entry: dict | None = None):
+        self.tokenizer, self.entry = tokenizer, entry or {}
         self.stops = [s for s in stops if s]
         self.window = 4 * max((len(s) for s in self.stops), default=0) + 4
         self.answer_start: dict[int, int] = {}  # sequence -> index of its first non-whitespace token
@@ -43,7 +43,7 @@ class StopWatch:
 
     def _text(self, ids: list[int]) -> str:
         self.decoded_tokens += len(ids)
-        return self.to_text(self.tokenizer.decode(ids, skip_special_tokens=True))
+        return decode_generation(self.tokenizer, self.entry, ids)  # as predictions are: rinna's <NL> is "\n"
 
     def update(self, row: int, new_ids: list[int]) -> bool:
         """``new_ids``: every token generated so far for sequence ``row``; True once it should stop."""
@@ -68,10 +68,18 @@ def stop_criterion(watch: StopWatch, prompt_len: int):
     import torch
     from transformers import StoppingCriteria
 
+    rows: list[list[int]] = []  # every sequence's new tokens so far, grown by the columns added since the last call
+    seen = [prompt_len]
+
     class StopAfterAnswer(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
-            new = input_ids[:, prompt_len:].tolist()
-            done = [watch.update(i, ids) for i, ids in enumerate(new)]
+            columns = input_ids[:, seen[0]:].tolist()  # only the newest tokens leave the device
+            seen[0] = input_ids.shape[1]
+            if not rows:
+                rows.extend([] for _ in columns)
+            for row, new in zip(rows, columns):
+                row.extend(new)
+            done = [watch.update(i, ids) for i, ids in enumerate(rows)]
             return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
     return StopAfterAnswer()
@@ -84,25 +92,28 @@ def eos_ids(model: Any, tokenizer: Any) -> list[int]:
     return ids or [tokenizer.eos_token_id]
 
 
-def generate_batch(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, stops: list[str]) -> list[Generation]:
+def generate_batch(model: Any, tokenizer: Any, prompt_ids: list[list[int]], max_new_tokens: int, stops: list[str],
+                   entry: dict | None = None) -> list[Generation]:
+    """Greedy generation from prompt ids (``prompts.encode_prompt``: the card's BOS, never an EOS),
+    left-padded into one batch; text decoded as ``prompts.decode_generation`` (no special tokens)."""
     import torch
 
     start = time.perf_counter()
-    enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
+    enc = tokenizer.pad({"input_ids": prompt_ids}, padding=True, return_tensors="pt").to(model.device)
     prompt_len = enc["input_ids"].shape[1]
-    watch = StopWatch(tokenizer, stops)
+    watch = StopWatch(tokenizer, stops, entry)
     ends = eos_ids(model, tokenizer)
     with torch.inference_mode():
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=ends,
                              stopping_criteria=[stop_criterion(watch, prompt_len)])
-    latency = (time.perf_counter() - start) / len(prompts)  # a batch's time, split evenly (documented)
+    latency = (time.perf_counter() - start) / len(prompt_ids)  # a batch's time, split evenly (documented)
     results = []
     for i, ids in enumerate(out[:, prompt_len:].tolist()):
         used = next((k + 1 for k, t in enumerate(ids) if t in ends), len(ids))
         used = min(used, watch.stopped_at.get(i, used))
-        results.append(Generation(tokenizer.decode(ids, skip_special_tokens=True),
-                                  int(enc["attention_mask"][i].sum()), used, latency))
+        results.append(Generation(decode_generation(tokenizer, entry or {}, ids, ends), len(prompt_ids[i]), used,
+                                  latency))
     return results
 
 
@@ -119,12 +130,13 @@ def run_hf(base: modeling.BaseModel, passes: list[Pass], adapters_dir: Path, bat
             continue
         model, context = _model_for(p, base, adapters_dir, state, stats)
         start = time.perf_counter()
-        order = length_order(tokenizer, p.prompts)
+        order = length_order(p.prompt_ids, p.prompts)
         generations: list[Generation | None] = [None] * len(p.prompts)
         with context, progress(p) as bar:
             for b in range(0, len(order), batch_size):
                 idx = order[b:b + batch_size]
-                for i, gen in zip(idx, generate_batch(model, tokenizer, [p.prompts[i] for i in idx], max_new_tokens, stops)):
+                batch = [p.prompt_ids[i] for i in idx]
+                for i, gen in zip(idx, generate_batch(model, tokenizer, batch, max_new_tokens, stops, base.entry)):
                     generations[i] = gen
                 bar.update(len(idx))
         stats.pass_wall_s[index] = time.perf_counter() - start
