@@ -218,3 +218,55 @@ def test_generate_keeps_every_eos_id_of_qwens_generation_config(hub, jsquad_data
     base = base_of("qwen2.5-1.5b-instruct", jsquad_data)
     assert base.model.generation_config.eos_token_id == [151645, 151643]
     assert modeling.stop_token_ids(base) == [151645, 151643]
+
+
+@pytest.mark.parametrize("name", HUB_MODELS)
+def test_an_adapter_trains_and_infers_on_the_replica_hf_engine(hub, jsquad_data, tmp_path, name):
+    from switchpoint.core.contract import job_paths
+    from switchpoint.core.predictions import read_predictions
+    from switchpoint.infer_local.job import infer
+    from switchpoint.infer_local.settings import Settings as InferSettings
+    from switchpoint.train.job import train
+    from switchpoint.train.settings import Settings
+
+    paths = job_paths(tmp_path / "ml")
+    train(Settings(model=name, sizes=[2], seeds=[0], epochs=1, batch_size=2, min_steps=2, learning_rate=1e-2,
+                   lora_r=4, lora_alpha=8, lora_dropout=0.0, cutoff_len=256, load_in_4bit=False), paths, jsquad_data)
+    adapter = paths.checkpoints / "adapters" / "seed=0" / "n=2"
+    assert (adapter / "adapter_config.json").is_file()
+    metrics = infer(InferSettings(model=name, sizes=[2], seeds=[0], max_new_tokens=6, load_in_4bit=False), jsquad_data,
+                    paths.checkpoints / "adapters", tmp_path / "out")
+    assert metrics["base_model_loads"] == 1 and metrics["adapter_switches"] == 1 and len(metrics["arms"]) == 1
+    tok = base_of(name, jsquad_data).tokenizer
+    for row in metrics["arms"]:
+        predictions = read_predictions(tmp_path / "out" / row["file"])
+        assert len(predictions) == len(read_eval_set(jsquad_data))
+        for record in predictions:
+            assert "<0x" not in record["prediction"] and "<NL>" not in record["prediction"]
+            assert not any(s in record["prediction"] for s in tok.all_special_tokens if s)
+
+
+# lm-eval's two paths: its own loading from model_args (ELYZA: add_bos_token) and an HFLM given this
+# job's sentencepiece tokenizer (rinna); the other models take the first path.
+@pytest.mark.parametrize("name", ["rinna-3.6b-ppo", "elyza-7b"])
+def test_lm_eval_engine_sees_the_same_prompt_ids_and_gives_the_hf_predictions(hub, jsquad_data, tmp_path, name):
+    from lm_eval.models.huggingface import HFLM
+    from switchpoint.core.predictions import read_predictions
+    from switchpoint.infer_local.job import infer
+    from switchpoint.infer_local.lm_eval_engine import lm_eval_model
+    from switchpoint.infer_local.settings import Settings
+
+    _, entry, base, _, text = _example_and_prompt(name, jsquad_data)
+    spec = lm_eval_model(base, str(next((hub / f"models--{entry['hub_id'].replace('/', '--')}" / "snapshots").iterdir())),
+                         entry, None, "cpu", 2, False)
+    lm = spec["model"] if isinstance(spec["model"], HFLM) else HFLM.create_from_arg_string(spec["model_args"], {"device": "cpu"})
+    assert lm.tok_batch_encode([text])[0][0].tolist() == prompts.encode_prompt(base.tokenizer, entry, text)
+
+    settings = dict(model=name, sizes=[0], seeds=[0], max_new_tokens=6)
+    infer(Settings(**settings, engine="hf"), jsquad_data, tmp_path, tmp_path / "hf")
+    infer(Settings(**settings, engine="lm-eval"), jsquad_data, tmp_path, tmp_path / "lm")
+    files = sorted(p.name for p in (tmp_path / "hf").glob("*.jsonl"))
+    assert files and files == sorted(p.name for p in (tmp_path / "lm").glob("*.jsonl"))
+    for f in files:
+        hf = [r["prediction"] for r in read_predictions(tmp_path / "hf" / f)]
+        assert hf == [r["prediction"] for r in read_predictions(tmp_path / "lm" / f)]

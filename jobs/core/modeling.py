@@ -136,8 +136,20 @@ def _sentencepiece_tokenizer(where: str, revision: str | None) -> Any:
         """sentencepiece encoding and decoding (byte pieces joined back into characters); no special
         tokens are added to a text (``prompts.encode_prompt`` decides BOS)."""
 
+        def _convert_id_to_token(self, index: int) -> str:
+            # Embedding rows past the vocabulary have no piece: no text (as a fast tokenizer decodes them).
+            return self.sp_model.IdToPiece(index) if 0 <= index < self.sp_model.get_piece_size() else ""
+
         def convert_tokens_to_string(self, tokens: list[str]) -> str:
-            return self.sp_model.decode_pieces(list(tokens))
+            # sentencepiece decodes control pieces (<s>, </s>) to nothing: a kept special token is its text.
+            special, out, run = set(self.all_special_tokens), [], []
+            for token in tokens:
+                if token in special:
+                    out += [self.sp_model.decode_pieces(run), token]
+                    run = []
+                elif token:
+                    run.append(token)
+            return "".join(out) + self.sp_model.decode_pieces(run)
 
     spiece = cached_file(where, "spiece.model", revision=revision)
     config_path = cached_file(where, "tokenizer_config.json", revision=revision, _raise_exceptions_for_missing_entries=False)

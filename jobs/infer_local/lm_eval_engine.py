@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from switchpoint.core.contract import JobError
+from switchpoint.core.prompts import from_model_text
 
 TASKS_DIR = Path(__file__).parent / "lm_eval_tasks"
 DOCS_FOLDER = "switchpoint_lm_eval"
@@ -109,8 +110,12 @@ def offline_env() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def model_args(base_path: str, entry: dict, adapter: Path | None, device: str) -> str:
+def model_args(base_path: str, entry: dict, adapter: Path | None, device: str, add_bos: bool | None = None) -> str:
+    """lm-eval's ``model_args``; ``add_bos`` (``prompts.prompt_wants_bos``) makes lm-eval tokenise each
+    prompt as ``prompts.encode_prompt`` does: special tokens only for a model whose card adds a BOS."""
     args = [f"pretrained={base_path}", f"max_length={int(entry.get('context_length', 4096))}"]
+    if add_bos is not None:
+        args.append(f"add_bos_token={add_bos}")
     if device == "cpu":
         args.append("dtype=float32")
     if adapter is not None:
@@ -120,7 +125,8 @@ def model_args(base_path: str, entry: dict, adapter: Path | None, device: str) -
     return ",".join(args)
 
 
-def samples_to_generations(samples: list[dict], prompts: list[str], tokenizer: Any, wall_s: float) -> list:
+def samples_to_generations(samples: list[dict], prompts: list[str], tokenizer: Any, wall_s: float,
+                           entry: dict | None = None) -> list:
     """lm-eval's logged samples, in document order, as Generations (raw text before post-processing).
 
     lm-eval logs no token counts or latencies: tokens are recounted with the model's tokenizer and
@@ -137,8 +143,8 @@ def samples_to_generations(samples: list[dict], prompts: list[str], tokenizer: A
         if sample["arguments"][0][0] != prompt:
             raise JobError(f"lm-eval sample {i} was given a different prompt than switchpoint wrote; "
                            "is the task YAML's doc_to_text still '{{prompt}}'?")
-        text = sample["resps"][0][0]
-        out.append(Generation(text, count_tokens(tokenizer, prompt),
+        text = from_model_text(entry or {}, sample["resps"][0][0])  # rinna's <NL> is "\n", as for the hf engine
+        out.append(Generation(text, count_tokens(tokenizer, prompt, entry),
                               len(tokenizer(text, add_special_tokens=False)["input_ids"]), wall_s / len(prompts)))
     return out
 
@@ -166,16 +172,25 @@ def lm_eval_model(base: Any, base_path: str, entry: dict, adapter: Path | None, 
     """``simple_evaluate``'s model arguments: a model_args string (lm-eval loads the base again, as
     the study did) or, for a 4-bit base, an HFLM around the base this job loaded with bitsandbytes
     (transformers 5 takes no ``load_in_4bit`` keyword, so lm-eval cannot quantise from model_args)."""
-    if not load_in_4bit:
-        return {"model": "hf", "model_args": model_args(base_path, entry, adapter, device)}
+    from switchpoint.core.prompts import prompt_wants_bos
+
+    add_bos = prompt_wants_bos(entry, base.tokenizer)
+    if not load_in_4bit and entry.get("tokenizer") != "sentencepiece":
+        return {"model": "hf", "model_args": model_args(base_path, entry, adapter, device, add_bos)}
     from lm_eval.models.huggingface import HFLM
+
+    if not load_in_4bit:  # this job's sentencepiece tokenizer: lm-eval would load transformers' conversion
+        return {"model": HFLM(pretrained=base_path, tokenizer=base.tokenizer, peft=str(adapter) if adapter else None,
+                              batch_size=batch_size, device=device, add_bos_token=add_bos,
+                              dtype="float32" if device == "cpu" else "auto",
+                              max_length=int(entry.get("context_length", 4096)))}
 
     model = base.model
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(base.model, str(adapter))
-    return {"model": HFLM(pretrained=model, tokenizer=base.tokenizer, batch_size=batch_size,
+    return {"model": HFLM(pretrained=model, tokenizer=base.tokenizer, batch_size=batch_size, add_bos_token=add_bos,
                           max_length=int(entry.get("context_length", 4096)))}
 
 
@@ -214,7 +229,7 @@ def run_lm_eval(base: Any, base_path: str, task: dict, passes: list, eval_set: l
             stats.pass_wall_s[index] = wall
             stats.base_model_loads += not load_in_4bit
             stats.adapter_switches += adapter is not None
-            results[index] = samples_to_generations(out["samples"][name], p.prompts, base.tokenizer, wall)
+            results[index] = samples_to_generations(out["samples"][name], p.prompts, base.tokenizer, wall, base.entry)
     return results
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from switchpoint.core.contract import JobError
+from switchpoint.core.prompts import from_model_text
 from switchpoint.infer_local.passes import EngineStats, Generation, Pass, adapter_dir
 
 
@@ -53,10 +54,12 @@ def run_vllm(base_path: str, entry: dict, passes: list[Pass], adapters_dir: Path
             stats.adapter_switches += 1
         start = time.perf_counter()
         with progress(p) as bar:
-            outputs = llm.generate(p.prompts, params, lora_request=lora, use_tqdm=False)
+            # Token ids, not texts: vLLM would tokenise with special tokens (rinna: a trailing </s>).
+            outputs = llm.generate([{"prompt_token_ids": ids} for ids in p.prompt_ids], params, lora_request=lora,
+                                   use_tqdm=False)
             bar.update(len(p.prompts))
         wall = time.perf_counter() - start
         stats.pass_wall_s[index] = wall
-        results[index] = [Generation(o.outputs[0].text, len(o.prompt_token_ids), len(o.outputs[0].token_ids),
+        results[index] = [Generation(from_model_text(entry, o.outputs[0].text), len(o.prompt_token_ids), len(o.outputs[0].token_ids),
                                      wall / max(len(p.prompts), 1)) for o in outputs]
     return results

@@ -99,7 +99,9 @@ def commit_for(hub_id: str, revision: str | None) -> str:
     return hashlib.sha1(f"replica:{hub_id}".encode()).hexdigest()
 
 
-def weights(spec: ReplicaSpec, folder: Path) -> None:
+def weights(spec: ReplicaSpec, folder: Path, used_ids: list[int]) -> None:
+    """Seeded random weights; output rows of ids the tiny vocabulary lacks are zeroed, so the random
+    model (like a trained one) generates tokens that exist, not padding rows of the embedding matrix."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -110,16 +112,29 @@ def weights(spec: ReplicaSpec, folder: Path) -> None:
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     finally:
         torch.random.set_rng_state(state)
+    keep = torch.zeros(spec.vocab_size, dtype=torch.bool)
+    keep[used_ids] = True
+    with torch.no_grad():
+        model.get_output_embeddings().weight[~keep] = 0.0
     model.save_pretrained(folder)
+
+
+def used_ids(spec: ReplicaSpec, files: dict[str, bytes]) -> list[int]:
+    """Ids that are real tokens of the replica's tokenizer (not filler rows)."""
+    if spec.tokenizer_kind == "bytelevel-bpe":
+        data = json.loads(files["tokenizer.json"])
+        ids = [i for t, i in data["model"]["vocab"].items() if not t.startswith("<|replica_unused_")]
+        return ids + [t["id"] for t in data["added_tokens"]]
+    import sentencepiece as spm
+
+    size = spm.SentencePieceProcessor(model_proto=files[spec.tokenizer_file]).get_piece_size()
+    return list(range(size))
 
 
 def build_one(spec: ReplicaSpec, cache: Path, revision: str | None, sentences: list[str]) -> Path:
     repo = cache / f"models--{spec.hub_id.replace('/', '--')}"
     commit = commit_for(spec.hub_id, revision)
     files: dict[str, bytes] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        weights(spec, Path(tmp))
-        files["model.safetensors"] = (Path(tmp) / "model.safetensors").read_bytes()
     files["config.json"] = json.dumps(spec.config, indent=2).encode()
     files["generation_config.json"] = json.dumps({**spec.generation_config, "transformers_version": "4.40.0"},
                                                  indent=2).encode()
@@ -129,6 +144,9 @@ def build_one(spec: ReplicaSpec, cache: Path, revision: str | None, sentences: l
         files["tokenizer.json"] = train_bytelevel(spec, sentences).encode()
     else:
         files[spec.tokenizer_file] = train_spm(spec, sentences)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights(spec, Path(tmp), used_ids(spec, files))
+        files["model.safetensors"] = (Path(tmp) / "model.safetensors").read_bytes()
     snapshot = repo / "snapshots" / commit
     (repo / "blobs").mkdir(parents=True, exist_ok=True)
     snapshot.mkdir(parents=True, exist_ok=True)
