@@ -28,7 +28,7 @@ roleArn, clientRequestToken and timeoutDurationInHours (24-168) with a 400 Valid
 job with fewer than ``min_records`` (default 100) or more than 50,000 records ends Failed; a record
 whose Messages body is malformed comes back with a per-record error. Converse/InvokeModel answer a
 malformed body with 400 ValidationException and ``throttle_first`` calls with 429
-ThrottlingException. ``hold_after=K, hold_count=C`` holds every runtime call after K answered ones
+ThrottlingException. ``hold_after=K, hold_count=C`` holds every runtime call after the first K admitted
 (never answering it) and sets ``fake.holding`` once C calls are held: a test can then kill the client
 at a point reached deterministically. ``fake.answered`` counts answered runtime bodies, to prove
 that nothing was paid twice.
@@ -141,8 +141,8 @@ class BedrockFake:
         record fail. throttle_first: answer that many runtime calls with 429 ThrottlingException.
         runtime_error(system, messages) -> (status, code, message) fails a runtime call.
         write_outputs=False: a finished job leaves nothing in S3 (a misconfigured role, say).
-        hold_after=K: once K runtime calls were answered, hold every further call unanswered (until the
-        fake closes); ``holding`` is set when ``hold_count`` calls are held.
+        hold_after=K: once K runtime calls were admitted (from this configure on), hold every further
+        call unanswered (until the fake closes); ``holding`` is set when ``hold_count`` calls are held.
         max_live_jobs: the account's quota of unfinished batch jobs; one more is refused with 400
         ServiceQuotaExceededException.
         """
@@ -159,6 +159,7 @@ class BedrockFake:
         self.write_outputs = write_outputs
         self.hold_after = hold_after
         self.hold_count = hold_count
+        self._admitted = 0
         self.max_live_jobs = max_live_jobs
         self._held = 0
         self.holding.clear()
@@ -376,7 +377,10 @@ class BedrockFake:
                 self.throttle_left -= 1
                 self._throttled += 1
                 return 429, _error("ThrottlingException", "Too many requests, please wait before trying again.")
-            hold = self.hold_after is not None and sum(self.answered.values()) >= self.hold_after
+            # Counted at admission, under the lock: exactly hold_after calls get through, however many
+            # arrive at once.
+            hold = self.hold_after is not None and self._admitted >= self.hold_after
+            self._admitted += not hold
             if hold:
                 self._held += 1
                 if self._held >= self.hold_count:
