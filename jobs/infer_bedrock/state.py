@@ -15,11 +15,12 @@ Where: a local folder (``--state`` a path) appends to the files and fsyncs each 
 store (``s3://``), which cannot append, gets one small object per line
 (``answers/<seq>-<id>.json``), durable when the PUT returns (S3 is strongly consistent).
 
-Cost of durability, measured on the dev machine (ext4 on a virtio disk; 2,000 answers of ~300 bytes
-through ``State.save_answer``, 2026-11-25): 0.41 ms per answer for write + flush + fsync, and 25 ms to
-replay all 2,000 on a re-run; a Claude call takes 0.5-10 s, so durability per answer costs < 0.1 %
-of the run. On S3 the price is one PUT per answer (~10-30 ms in-region, $0.005 per 1,000).
-``tests/test_infer_bedrock_state.py`` keeps the local figure under a generous ceiling.
+Cost of durability, measured on the shared dev machine (ext4 on a virtio disk; 2,000 answers of ~300
+bytes through ``State.save_answer``, 2026-11-25, six runs): 0.41 ms per answer for write + flush +
+fsync on a quiet disk, 3.9-4.9 ms while other jobs shared it; replaying 2,000 answers takes 25-40 ms.
+A Claude call takes 0.5-10 s, so durability per answer costs at most ~1 % of a worker's time (under
+0.1 % on a quiet disk). On S3 the price is one PUT per answer (~10-30 ms in-region, $0.005 per
+1,000). ``tests/test_infer_bedrock_state.py`` keeps the local figure under a generous ceiling.
 """
 
 from __future__ import annotations
