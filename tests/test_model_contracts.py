@@ -231,7 +231,7 @@ def test_an_adapter_trains_and_infers_on_the_replica_hf_engine(hub, jsquad_data,
 
     paths = job_paths(tmp_path / "ml")
     train(Settings(model=name, sizes=[2], seeds=[0], epochs=1, batch_size=2, min_steps=2, learning_rate=1e-2,
-                   lora_r=4, lora_alpha=8, lora_dropout=0.0, cutoff_len=256, load_in_4bit=False), paths, jsquad_data)
+                   lora_r=4, lora_alpha=8, lora_dropout=0.0, cutoff_len=128, load_in_4bit=False), paths, jsquad_data)
     adapter = paths.checkpoints / "adapters" / "seed=0" / "n=2"
     assert (adapter / "adapter_config.json").is_file()
     metrics = infer(InferSettings(model=name, sizes=[2], seeds=[0], max_new_tokens=6, load_in_4bit=False), jsquad_data,
@@ -270,3 +270,14 @@ def test_lm_eval_engine_sees_the_same_prompt_ids_and_gives_the_hf_predictions(hu
     for f in files:
         hf = [r["prediction"] for r in read_predictions(tmp_path / "hf" / f)]
         assert hf == [r["prediction"] for r in read_predictions(tmp_path / "lm" / f)]
+
+
+def test_stop_strings_fire_on_rinnas_newline_marker(hub, jsquad_data):
+    from switchpoint.infer_local.hf_engine import StopWatch
+
+    entry = {**manifests.get_model("rinna-3.6b-ppo"), "name": "rinna-3.6b-ppo"}
+    tok = base_of("rinna-3.6b-ppo", jsquad_data).tokenizer
+    ids = tok("東京<NL>次の", add_special_tokens=False)["input_ids"]
+    watch = StopWatch(tok, ["\n"], entry)
+    assert [watch.update(0, ids[: k + 1]) for k in range(len(ids))][-1] is True
+    assert not StopWatch(tok, ["\n"], {}).update(0, ids)  # without the newline marker it would never fire

@@ -1,10 +1,18 @@
-"""Prompts: the same task text for every arm, laid out in each model's format.
+"""Prompts: the same task text for every arm, laid out and tokenised as each model card says.
 
 A prompt is built in two steps. ``build_turns`` turns a task manifest, an example and its shots
 into a system text plus chat turns (user/assistant pairs for the shots, then the question); this is
 exactly what the API arm sends to Claude. ``format_prompt`` lays those turns out for an open model:
-its tokenizer's chat template, or a named template (alpaca, rinna, llama2/elyza, plain). Training
-text is ``format_prompt(...) + answer_text(example) + eos``; the loss covers only the answer part.
+its tokenizer's chat template, or a named layout from its model card (alpaca, swallow, rinna,
+rinna-bilingual, llama2/elyza, plain).
+
+The model contract, one place for every job and engine: ``encode_prompt`` tokenises a prompt
+without the tokenizer's special tokens and adds a BOS only where the card does (models.yaml
+``add_bos``), never an EOS; ``encode_answer`` writes a training target in the model's newline
+convention (``newline``, rinna-3.6b's ``<NL>``) and ends it with the EOS; ``decode_generation``
+turns generated ids back into plain text (no special tokens, ``\n`` newlines) before stop strings
+and ``postprocess``; ``fit_prompt`` shortens only the input field of an over-long prompt, for
+training (``fit_training_example``) and inference alike, so both see the same prompt ids.
 """
 
 from __future__ import annotations
