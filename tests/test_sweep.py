@@ -132,8 +132,11 @@ generation: {max_new_tokens: 4, stop: ["\\n"]}
 metrics: [exact_match, f1]
 """, encoding="utf-8")
     store = open_store(tmp_path / "runs")
-    run_sweep(manifests.load_sweep("smoke"), manifests.load_task(task_path), store)
-    report = tmp_path / "runs" / "smoke" / "colors" / "report"
+    task = manifests.load_task(task_path)
+    run_sweep(manifests.load_sweep("smoke"), task, store)
+    # a user's task file gets its own store folder: its name and a hash of the file
+    assert task["store_key"].startswith("colors-")
+    report = tmp_path / "runs" / "smoke" / task["store_key"] / "report"
     assert (report / "_SUCCESS").exists()
     transitions = (report / "transitions.csv").read_text(encoding="utf-8")
     assert "exact_match" in transitions and "f1" in transitions
