@@ -112,7 +112,7 @@ def test_prompt_ids_hold_bos_only_where_the_card_puts_it_and_never_end_in_eos(hu
     _, entry, base, example, text = _example_and_prompt(name, jsquad_data)
     tok = base.tokenizer
     ids = prompts.encode_prompt(tok, entry, text)
-    assert ids[-1] not in modeling.stop_token_ids(base)
+    assert ids[-1] not in modeling.stop_token_ids(base.model, base.tokenizer)
     if entry["add_bos"]:
         assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
     else:
@@ -206,7 +206,8 @@ def test_generations_carry_no_special_token_text_or_byte_pieces(hub, jsquad_data
     ids = torch.tensor([prompts.encode_prompt(tok, entry, text)])
     with torch.inference_mode():
         out = base.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False,
-                                  pad_token_id=tok.pad_token_id, eos_token_id=modeling.stop_token_ids(base))
+                                  pad_token_id=tok.pad_token_id,
+                                  eos_token_id=modeling.stop_token_ids(base.model, base.tokenizer))
     # A random model's tokens, plus every special token and a split multi-byte character.
     generated = out[0, ids.shape[1]:].tolist() + tok.all_special_ids + tok.encode("☃日本", add_special_tokens=False)
     decoded = prompts.decode_generation(tok, entry, generated)
@@ -217,7 +218,7 @@ def test_generations_carry_no_special_token_text_or_byte_pieces(hub, jsquad_data
 def test_generate_keeps_every_eos_id_of_qwens_generation_config(hub, jsquad_data):
     base = base_of("qwen2.5-1.5b-instruct", jsquad_data)
     assert base.model.generation_config.eos_token_id == [151645, 151643]
-    assert modeling.stop_token_ids(base) == [151645, 151643]
+    assert modeling.stop_token_ids(base.model, base.tokenizer) == [151645, 151643]
 
 
 @pytest.mark.parametrize("name", HUB_MODELS)
@@ -231,7 +232,7 @@ def test_an_adapter_trains_and_infers_on_the_replica_hf_engine(hub, jsquad_data,
 
     paths = job_paths(tmp_path / "ml")
     train(Settings(model=name, sizes=[2], seeds=[0], epochs=1, batch_size=2, min_steps=2, learning_rate=1e-2,
-                   lora_r=4, lora_alpha=8, lora_dropout=0.0, cutoff_len=128, load_in_4bit=False), paths, jsquad_data)
+                   lora_r=4, lora_alpha=8, lora_dropout=0.0, cutoff_len=192, load_in_4bit=False), paths, jsquad_data)
     adapter = paths.checkpoints / "adapters" / "seed=0" / "n=2"
     assert (adapter / "adapter_config.json").is_file()
     metrics = infer(InferSettings(model=name, sizes=[2], seeds=[0], max_new_tokens=6, load_in_4bit=False), jsquad_data,

@@ -158,12 +158,12 @@ def _sentencepiece_tokenizer(where: str, revision: str | None) -> Any:
     return CardSentencePieceTokenizer(vocab_file=spiece, **special)
 
 
-def stop_token_ids(base: BaseModel) -> list[int]:
-    """Every id that ends a generation: the generation config's EOS ids (Qwen2.5 lists two) and the tokenizer's."""
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every id that ends a generation: the generation config's EOS ids (Qwen2.5 lists two) and the
+    tokenizer's. ``generate`` gets this list, never one id that would override the model's own list."""
     ids: list[int] = []
-    config = getattr(base.model, "generation_config", None) if base.model is not None else None
-    configured = getattr(config, "eos_token_id", None)
-    for value in (configured if isinstance(configured, (list, tuple)) else [configured]) + [base.tokenizer.eos_token_id]:
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in [*(configured if isinstance(configured, (list, tuple)) else [configured]), tokenizer.eos_token_id]:
         if value is not None and int(value) not in ids:
             ids.append(int(value))
     return ids

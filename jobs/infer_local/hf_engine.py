@@ -85,13 +85,6 @@ def stop_criterion(watch: StopWatch, prompt_len: int):
     return StopAfterAnswer()
 
 
-def eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    """Every end token the model's generation config knows (Qwen2.5 has two), else the tokenizer's."""
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
-    return ids or [tokenizer.eos_token_id]
-
-
 def generate_batch(model: Any, tokenizer: Any, prompt_ids: list[list[int]], max_new_tokens: int, stops: list[str],
                    entry: dict | None = None) -> list[Generation]:
     """Greedy generation from prompt ids (``prompts.encode_prompt``: the card's BOS, never an EOS),
@@ -102,7 +95,7 @@ def generate_batch(model: Any, tokenizer: Any, prompt_ids: list[list[int]], max_
     enc = tokenizer.pad({"input_ids": prompt_ids}, padding=True, return_tensors="pt").to(model.device)
     prompt_len = enc["input_ids"].shape[1]
     watch = StopWatch(tokenizer, stops, entry)
-    ends = eos_ids(model, tokenizer)
+    ends = modeling.stop_token_ids(model, tokenizer)
     with torch.inference_mode():
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=ends,
