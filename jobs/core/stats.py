@@ -11,8 +11,8 @@ draw of seeds per resample for the two-stage (seeds, then examples) bootstrap of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 

@@ -22,7 +22,13 @@ from switchpoint.core.manifests import sweep_sizes
 from switchpoint.core.pricing import HOURS_PER_MONTH
 from switchpoint.report import costs as cost_model
 from switchpoint.report.settings import EXTRAPOLATE_MAX, ReportSettings
-from switchpoint.report.tables import Draws, Scores, curve_table, load_scores, per_seed_table
+from switchpoint.report.tables import (
+    Draws,
+    Scores,
+    curve_table,
+    load_scores,
+    per_seed_table,
+)
 from switchpoint.report.transitions import TOL, Comparison, Outcome, analyse
 
 PROMPT_KINDS = ("fewshot-api", "fewshot-local")
@@ -108,7 +114,7 @@ def arm_dollars(run_costs: cost_model.RunCosts, kind: str, model: str, variant: 
     key = (kind, model, n, seed, variant or None)
     figures: dict[str, Any] = {}
     if kind == "finetune":
-        figures.update(dict(train_usd=0.0, train_usd_spot=0.0, train_wall_s=0.0, gpu_seconds=0.0) if n == 0
+        figures.update({"train_usd": 0.0, "train_usd_spot": 0.0, "train_wall_s": 0.0, "gpu_seconds": 0.0} if n == 0
                        else run_costs.train.get((model, seed, n), {}))
     figures.update(run_costs.local.get(key, {}))
     figures.update(run_costs.api.get(key, {}))

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from switchpoint.core import layout
 from switchpoint.core.contract import JobError
@@ -57,7 +58,7 @@ def parse_arm(value: Any, where: str) -> Arm:
         except (KeyError, TypeError, ValueError) as err:
             raise JobError(f"{where}: arm {value!r} lacks kind/model/n/seed ({err})") from err
     text = str(value)
-    text = text[:-len(".jsonl")] if text.endswith(".jsonl") else text
+    text = text.removesuffix(".jsonl")
     parts = text.split("__")
     try:
         kind, model, n_part, seed_part, *rest = parts

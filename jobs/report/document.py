@@ -214,24 +214,24 @@ def long_tables(an: Analysis) -> list[Block]:
 
 def method_items(an: Analysis) -> list[str]:
     s = an.settings
-    return [
-        "Prompting level: " + ("each prompting arm's best shot count (ties: fewer shots)" if s.reference == "best"
-                               else f"each prompting arm's {s.reference}-shot result") + ".",
-        f"Match rule: fine-tuned matches a level at N when the paired 95% lower bound of (fine-tuned − prompting) is "
-        f"≥ −{s.margin:g} point(s) (non-inferiority) at N and at every larger measured N (persistence). 'Better' "
-        "(superiority): the lower bound is > 0 from N on. A model is never compared with itself, and a tie with "
-        "zero variance counts only between different models.",
-        "Intervals: percentile bootstrap; where an arm has several seeds, two-stage (seeds drawn, then examples), "
-        "with one set of example draws shared by every arm so differences stay paired by example id.",
-        "N*: where the mean difference reaches 0 for good, interpolated on log2 N; its interval applies the same rule "
-        "to every resample ('beyond the sweep' when a resample's curve ends below the level).",
-        f"Extrapolation: only when the mean never reaches the level: a line in log2 N on the last 4 sizes, shown only "
-        f"up to {EXTRAPOLATE_MAX:g}× the largest measured N, with its range from the resamples.",
-        f"Cost: one-off = training at the decision N + labelling ({fmt_usd(s.label_usd)} per example), spread over "
-        f"{s.amortize_months:g} month(s); fine-tuned per request at the measured throughput, or one always-on instance "
-        "(730 h a month); API tokens at on-demand prices; the prompt cache only where the shot prefix reaches the "
-        "model's minimum cacheable length; a generation pass shared by several arms is charged once.",
-    ]
+    level = ("each prompting arm's best shot count (ties: fewer shots)" if s.reference == "best"
+             else f"each prompting arm's {s.reference}-shot result")
+    match = (f"Match rule: fine-tuned matches a level at N when the paired 95% lower bound of (fine-tuned − prompting) "
+             f"is ≥ −{s.margin:g} point(s) (non-inferiority) at N and at every larger measured N (persistence). "
+             "'Better' (superiority): the lower bound is > 0 from N on. A model is never compared with itself, and a "
+             "tie with zero variance counts only between different models.")
+    intervals = ("Intervals: percentile bootstrap; where an arm has several seeds, two-stage (seeds drawn, then "
+                 "examples), with one set of example draws shared by every arm so differences stay paired by example id.")
+    n_star = ("N*: where the mean difference reaches 0 for good, interpolated on log2 N; its interval applies the same "
+              "rule to every resample ('beyond the sweep' when a resample's curve ends below the level).")
+    extrapolation = (f"Extrapolation: only when the mean never reaches the level: a line in log2 N on the last 4 "
+                     f"sizes, shown only up to {EXTRAPOLATE_MAX:g}× the largest measured N, with its range from the "
+                     "resamples.")
+    cost = (f"Cost: one-off = training at the decision N + labelling ({fmt_usd(s.label_usd)} per example), spread over "
+            f"{s.amortize_months:g} month(s); fine-tuned per request at the measured throughput, or one always-on "
+            "instance (730 h a month); API tokens at on-demand prices; the prompt cache only where the shot prefix "
+            "reaches the model's minimum cacheable length; a generation pass shared by several arms is charged once.")
+    return [f"Prompting level: {level}.", match, intervals, n_star, extrapolation, cost]
 
 
 def build_document(an: Analysis, plots: list[tuple[str, str]]) -> list[Block]:
@@ -240,9 +240,10 @@ def build_document(an: Analysis, plots: list[tuple[str, str]]) -> list[Block]:
     blocks: list[Block] = [("h1", f"switchpoint report: {an.name}")]
     if banner(an):
         blocks.append(("banner", banner(an)))
-    blocks.append(("p", f"Sweep {sweep}; primary metric {an.primary}; margin δ = {an.settings.margin:g} point(s); "
-                        f"sizes N = {', '.join(map(str, an.contents.sizes))}; seeds per fine-tuned size: "
-                        f"{', '.join(map(str, seeds)) or '–'}; generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC."))
+    context = (f"Sweep {sweep}; primary metric {an.primary}; margin δ = {an.settings.margin:g} point(s); "
+               f"sizes N = {', '.join(map(str, an.contents.sizes))}; seeds per fine-tuned size: "
+               f"{', '.join(map(str, seeds)) or '–'}; generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
+    blocks.append(("p", context))
     blocks += [("h2", "Answer"), *answer_blocks(an), ("h2", "Plots")]
     blocks += [("img", plot) for plot in plots]
     blocks += [("h2", "What was not measured"), ("ul", not_measured(an)), *long_tables(an),

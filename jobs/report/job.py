@@ -89,7 +89,7 @@ def command(ml_root, **given):
             if store:
                 if not (sweep_def and task):
                     raise JobError("--store needs --sweep and --task to find STORE/<sweep>/<task>/")
-                run_store = open_store(store).child(sweep_def["name"], task)
+                run_store = open_store(store).child(sweep_def["name"], manifests.load_task(task)["store_key"])
                 run_dir = _local_copy(run_store, Path(tmp) / "run")
                 dest = Path(out_dir) if out_dir else Path(tmp) / "report"
             else:

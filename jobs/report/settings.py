@@ -16,7 +16,7 @@ class ReportSettings(JobSettings):
                                               "[default: <ml-root>/processing/input/run].")
     store: str | None = Field(None, description="Store (folder or s3://bucket/prefix); with --sweep and --task reads "
                                                 "STORE/<sweep>/<task>/ and publishes the report to its report/.")
-    task: str | None = Field(None, description="Task name (with --store).")
+    task: str | None = Field(None, description="Task name or YAML (with --store): its folder in the store.")
     sweep: str | None = Field(None, description="Sweep name or YAML: models, sizes, seeds, instance types and "
                                                 "resamples, where the run's data folder carries no sweep.json.")
     out: str | None = Field(None, description="Write the report here [default: <ml-root>/processing/output; "

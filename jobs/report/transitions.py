@@ -23,8 +23,8 @@ their reasons in docs/report.md):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class Axis:
     first_positive: int = 1
 
     @classmethod
-    def for_sizes(cls, sizes: Sequence[float]) -> "Axis":
+    def for_sizes(cls, sizes: Sequence[float]) -> Axis:
         positive = [n for n in sizes if n > 0]
         return cls(int(min(positive)) if positive else 1)
 
