@@ -9,7 +9,29 @@ from switchpoint.report import plots
 from switchpoint.report.analysis import analyse_run
 from switchpoint.report.settings import ReportSettings
 
-from tests.test_report import EXAMPLES, api, first, ft, make_run
+from switchpoint.core.predictions import Arm
+
+EXAMPLES = 10
+
+
+def ft(n: int) -> Arm:
+    return Arm("finetune", "m", n, 0)
+
+
+def first(k: int) -> list[float]:
+    return [1.0 if i < k else 0.0 for i in range(EXAMPLES)]
+
+
+def make_run(root, arms: dict) -> object:
+    """A run folder with data/task.json and scores/scores.jsonl (f1 only)."""
+    run = root / "run"
+    (run / "data").mkdir(parents=True)
+    (run / "data" / "task.json").write_text(json.dumps({"name": "t", "metrics": ["f1"], "primary_metric": "f1"}))
+    (run / "scores").mkdir()
+    lines = [json.dumps({"id": f"q{i}", "arm": arm.to_dict(), "f1": v}) for arm, values in arms.items()
+             for i, v in enumerate(values)]
+    (run / "scores" / "scores.jsonl").write_text("\n".join(lines) + "\n")
+    return run
 
 
 def test_an_all_zero_metric_gets_an_axis_from_just_below_zero_to_one():
@@ -24,7 +46,7 @@ def test_an_all_zero_metric_gets_an_axis_from_just_below_zero_to_one():
 
 
 def test_per_dollar_plot_keeps_an_arm_that_scores_zero(tmp_path, monkeypatch):
-    arms = {ft(0): first(0), ft(2): first(0), ft(4): first(0), api(0): first(4)}  # the fine-tuned arm scores 0
+    arms = {ft(0): first(0), ft(2): first(0), ft(4): first(0), Arm("fewshot-api", "claude-haiku-4.5", 0, 0): first(4)}  # the fine-tuned arm scores 0
     run = make_run(tmp_path, arms)
     path = run / "predictions/local/m/infer_metrics.json"
     path.parent.mkdir(parents=True)
