@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from switchpoint.core.predictions import Arm
 from switchpoint.report import plots
 from switchpoint.report.analysis import analyse_run
 from switchpoint.report.settings import ReportSettings
-
-from switchpoint.core.predictions import Arm
 
 EXAMPLES = 10
 
