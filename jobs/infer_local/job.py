@@ -77,13 +77,14 @@ def plan(settings: Settings, data_dir: Path, adapters_dir: Path, entry: dict,
          notice: Callable[[str], None] = echo) -> Plan:
     """Every check that can run before the base model loads, in one place."""
     task = load_task_from_data(data_dir)
-    sizes, seeds, shots = resolve_values(settings, data_info(data_dir), data_dir)
+    info = data_info(data_dir)
+    sizes, seeds, shots = resolve_values(settings, info, data_dir)
     engine, reason = choose_engine(settings.engine, entry)
     load_in_4bit = settings.load_in_4bit if settings.load_in_4bit is not None else bool(entry.get("load_in_4bit", False))
     if load_in_4bit and not _cuda():
         raise JobError("--load-in-4bit true needs a CUDA GPU (bitsandbytes) and none is visible; "
                        "use --load-in-4bit false on this machine")
-    passes = plan_passes(settings, settings.model, sizes, seeds, shots)
+    passes = plan_passes(settings, settings.model, sizes, seeds, shots, info.get("seeds_up_to_n"))
     probe = modeling.BaseModel(None, None, entry, modeling.fingerprint(entry, data_dir), "", "")
     check_adapters(passes, adapters_dir, probe, load_in_4bit, notice)
     return Plan(task, entry, read_eval_set(data_dir), passes, engine, reason,

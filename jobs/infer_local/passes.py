@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from switchpoint.core import adapter_checks, modeling
+from switchpoint.core import adapter_checks, manifests, modeling
 from switchpoint.core.contract import JobError
 from switchpoint.core.datafolder import read_train_set
 from switchpoint.core.predictions import Arm
@@ -60,8 +60,9 @@ def adapter_dir(adapters_dir: Path, seed: int, n: int) -> Path:
 
 
 def plan_passes(settings: Settings, model_key: str, sizes: list[int], seeds: list[int],
-                shots: list[int]) -> list[Pass]:
-    """Passes in run order: the base model's passes first (before any adapter is attached)."""
+                shots: list[int], seeds_up_to_n: int | None = None) -> list[Pass]:
+    """Passes in run order: the base model's passes first (before any adapter is attached).
+    Above ``seeds_up_to_n`` (data.json) only the smallest seed has a training set, so only it runs."""
     passes: dict[tuple, Pass] = {}
 
     def add(adapter, shot_key, arm):
@@ -70,10 +71,12 @@ def plan_passes(settings: Settings, model_key: str, sizes: list[int], seeds: lis
     for seed in seeds:
         if "finetune" in settings.arms:
             for n in sizes:
-                add((seed, n) if n > 0 else None, None, Arm("finetune", model_key, n, seed))
+                if seed in manifests.seeds_at(n, seeds, seeds_up_to_n):
+                    add((seed, n) if n > 0 else None, None, Arm("finetune", model_key, n, seed))
         if "fewshot-local" in settings.arms:
             for k in shots:
-                add(None, (seed, k) if k > 0 else None, Arm("fewshot-local", model_key, k, seed))
+                if seed in manifests.seeds_at(k, seeds, seeds_up_to_n):
+                    add(None, (seed, k) if k > 0 else None, Arm("fewshot-local", model_key, k, seed))
     return [passes[key] for key in sorted(passes)]
 
 
