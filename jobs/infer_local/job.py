@@ -100,11 +100,7 @@ def load_for_engine(job: Plan, data_dir: Path) -> modeling.BaseModel:
             base = modeling.load_base(entry, data_dir, device="cpu")
             modeling.BASE_MODEL_LOADS -= 1  # a CPU build to save for vLLM, not the model that generates
             return base
-        from transformers import AutoTokenizer
-
-        where = entry["hub_id"] if entry["source"] == "hub" else entry["path"]
-        tokenizer = AutoTokenizer.from_pretrained(where, revision=entry.get("revision"),
-                                                  trust_remote_code=entry.get("trust_remote_code", False))
+        tokenizer = modeling.load_tokenizer(entry)  # the card's tokenizer lays out the prompt ids vLLM is given
         return modeling.BaseModel(None, tokenizer, entry, modeling.fingerprint(entry, data_dir), "cuda", "auto")
     return modeling.load_base(entry, data_dir, load_in_4bit=job.load_in_4bit, load_in_8bit=entry.get("load_in_8bit", False))
 
