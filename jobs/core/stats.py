@@ -18,26 +18,42 @@ import numpy as np
 
 DEFAULT_RESAMPLES = 10_000
 LEVEL = 0.95
-_CHUNK_CELLS = 4_000_000  # resample rows are processed in chunks of about this many cells
+_CHUNK_CELLS = 4_000_000  # resample rows are drawn and processed in chunks of about this many cells
+_KEEP_CELLS = 60_000_000  # draws are kept (one byte a cell) up to this size, else made again when needed
 
 
 class Resamples:
-    """``resamples`` bootstrap draws of ``examples`` examples (and of up to ``max_seeds`` seeds)."""
+    """``resamples`` bootstrap draws of ``examples`` examples (and of up to ``max_seeds`` seeds).
+
+    The draws are made in chunks of rows, each from its own seed (spawned from ``seed``), so they can be
+    kept (up to ``_KEEP_CELLS`` counts, one byte each) or, for a large job, made again chunk by chunk
+    when needed: the same draws either way.
+    """
 
     def __init__(self, examples: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, max_seeds: int = 1):
         if examples < 1 or resamples < 1:
             raise ValueError("need at least one example and one resample")
-        rng = np.random.default_rng(seed)
         self.examples, self.resamples = examples, resamples
-        # uint8 is enough: the count of one example among ``examples`` draws is about Poisson(1).
-        self.counts = np.empty((resamples, examples), dtype=np.uint8)
-        rows = max(1, _CHUNK_CELLS // examples)
-        for start in range(0, resamples, rows):
-            stop = min(resamples, start + rows)
-            idx = rng.integers(0, examples, size=(stop - start, examples))
-            flat = (idx + np.arange(stop - start)[:, None] * examples).ravel()
-            self.counts[start:stop] = np.bincount(flat, minlength=(stop - start) * examples).reshape(stop - start, examples)
-        self._seed_uniform = rng.random((resamples, max(1, max_seeds)))
+        self._rows = max(1, _CHUNK_CELLS // examples)
+        chunks = -(-resamples // self._rows)
+        sequences = np.random.SeedSequence(seed).spawn(chunks + 1)
+        self._chunk_seeds = sequences[:chunks]
+        self._seed_uniform = np.random.default_rng(sequences[-1]).random((resamples, max(1, max_seeds)))
+        self._kept = [self._chunk(i) for i in range(chunks)] if examples * resamples <= _KEEP_CELLS else None
+
+    def _chunk(self, index: int) -> np.ndarray:
+        """How often each example is drawn in each resample of chunk ``index`` (rows x examples, uint8:
+        the count of one example among ``examples`` draws is about Poisson(1))."""
+        start = index * self._rows
+        rows = min(self.resamples, start + self._rows) - start
+        idx = np.random.default_rng(self._chunk_seeds[index]).integers(0, self.examples, size=(rows, self.examples))
+        flat = (idx + np.arange(rows)[:, None] * self.examples).ravel()
+        return np.bincount(flat, minlength=rows * self.examples).reshape(rows, self.examples).astype(np.uint8)
+
+    def chunks(self):
+        """(first row, counts) of every chunk of resamples."""
+        for i in range(len(self._chunk_seeds)):
+            yield i * self._rows, (self._kept[i] if self._kept is not None else self._chunk(i))
 
     def means(self, values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Resampled means, shape (resamples, K), of ``values`` (examples x K; NaN or ``mask`` False = not scored)."""
@@ -48,11 +64,10 @@ class Resamples:
         weighted = np.where(present, values, 0.0)
         present_f = present.astype(np.float64)
         out = np.empty((self.resamples, values.shape[1]))
-        rows = max(1, _CHUNK_CELLS // self.examples)
-        for start in range(0, self.resamples, rows):
-            chunk = self.counts[start:start + rows].astype(np.float64)
+        for start, counts in self.chunks():
+            chunk = counts.astype(np.float64)
             with np.errstate(invalid="ignore", divide="ignore"):
-                out[start:start + rows] = (chunk @ weighted) / (chunk @ present_f)
+                out[start:start + len(chunk)] = (chunk @ weighted) / (chunk @ present_f)
         return out
 
     def seed_draws(self, seeds: int) -> np.ndarray:
