@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import click
+from switchpoint.core import manifests
 from switchpoint.core.contract import JobError
 from switchpoint.core.datafolder import (
     data_info,
@@ -78,9 +79,10 @@ def plan_arms(settings: Settings, data_dir: Path, api_model: dict) -> tuple[dict
         variant_spec(task, variant)  # unknown variant -> JobError naming the known ones
     max_tokens = max_output_tokens(task, api_model)
     plans: list[ArmPlan] = []
+    up_to = data_info(data_dir).get("seeds_up_to_n")  # above it only the smallest seed has shots
     for variant in variants:
         for seed in seeds:
-            for n in shots:
+            for n in (k for k in shots if seed in manifests.seeds_at(k, seeds, up_to)):
                 arm = Arm("fewshot-api", api_model["name"], n, seed, variant)
                 requests = build_arm_requests(task, arm, len(plans), eval_set, read_train_set(data_dir, seed, n),
                                               max_tokens)
