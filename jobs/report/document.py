@@ -88,7 +88,9 @@ def tier_sentence(an: Analysis, t: Tier) -> str:
     if b is None:
         return f"{level}: no fine-tuned model was compared."
     largest = max(an.contents.sizes or [0])
-    text = f"{level}: fine-tuned {b['model']}{vlabel(b['model_variant'])} at {n_star_text(b, largest)}"
+    figure = n_star_text(b, largest)
+    text = f"{level}: fine-tuned {b['model']}{vlabel(b['model_variant'])}" + (
+        f" at {figure}" if figure.startswith("N ≈") else f": {figure}")
     if not missing(b["n_match"]):
         text += f"; matches within {an.settings.margin:g} point(s) from N={int(b['n_match'])} on"
         text += f", better from N={int(b['n_superior'])} on" if not missing(b["n_superior"]) else ", never better with 95% confidence"
