@@ -92,9 +92,22 @@ score: {bootstrap: 1000, instance_type: local}
 
 def test_vllm_cannot_serve_lora_on_gpt_neox(tmp_path):
     problems = _problems(_sweep(tmp_path, SMALL.replace("engine: hf", "engine: vllm")))
-    assert any("at infer.engine: vLLM cannot serve LoRA adapters on GPT-NeoX (tiny-gpt-neox" in p for p in problems)
+    assert any("at infer.engine: vLLM does not serve LoRA adapters for GPTNeoXForCausalLM (model tiny-gpt-neox)" in p
+               for p in problems)
     llama = SMALL.replace("engine: hf", "engine: vllm").replace("[tiny-gpt-neox]", "[tiny-llama]")
     assert not any("vLLM" in p for p in _problems(_sweep(tmp_path, llama)))
+    auto = check_sweep(_sweep(tmp_path, SMALL.replace("engine: hf", "engine: auto"), "auto.yaml"),
+                       manifests.load_task("jsquad"), check=lambda host: True)[1]
+    assert auto.problems == [] and any("engine auto serves its adapters with hf" in n for n in auto.notices)
+
+
+def test_an_adapter_trained_on_a_4bit_base_is_evaluated_on_a_4bit_base():
+    sweep, task = manifests.load_sweep("study"), manifests.load_task("jsquad")
+    steps = {s.name: s for s in plan_steps(sweep, task)}
+    assert steps["train-swallow-13b"].hyperparameters["load_in_4bit"] == "true"
+    args = steps["infer-local-swallow-13b"].args
+    assert args[args.index("--load-in-4bit") + 1] == "true"
+    assert "--load-in-4bit" not in steps["infer-local-elyza-7b"].args
 
 
 BIG_OWN_MODEL = """

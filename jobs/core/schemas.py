@@ -293,7 +293,7 @@ SWEEP_SCHEMA: dict[str, Any] = {
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "engine": {"enum": ["hf", "vllm", "lm-eval"]},
+                "engine": {"enum": ["auto", "hf", "vllm", "lm-eval"]},
                 "batch_size": {"type": "integer", "minimum": 1},
                 "instance_type": {"type": "string"},
             },

@@ -123,15 +123,19 @@ def arms(sweep: dict, task: dict, found: Any) -> None:
 
 
 def _engine(sweep: dict, task: dict, model: str, entry: dict, lengths: Any, found: Any) -> None:
+    from switchpoint.infer_local.settings import ARCHITECTURES, VLLM_LORA, unsupported
+
     engine = sweep["infer"]["engine"]
-    four_bit = bool(sweep["train"].get("load_in_4bit")) or bool(entry.get("load_in_4bit"))
+    arch = ARCHITECTURES.get(entry["family"], entry["family"])
     trains = any(n > 0 for n in manifests.sweep_sizes(sweep, task["name"]))
-    if engine == "vllm" and entry["family"] == "gpt_neox" and trains:
-        found.problem(f"{_where(sweep)}: at infer.engine: vLLM cannot serve LoRA adapters on GPT-NeoX ({model}: "
-                      "vLLM's GPTNeoXForCausalLM has no LoRA support); use engine hf, or drop the model")
-    if four_bit and engine != "hf":
-        found.notice(f"{model}: trained on a 4-bit base; engine {engine} must load the base in 4-bit too, or its "
-                     "adapters are evaluated on a different (bf16) base")
+    reason = unsupported(engine, {**entry, "name": model}) if trains else None
+    if reason:
+        found.problem(f"{_where(sweep)}: at infer.engine: {reason}")
+    elif engine == "auto" and arch not in VLLM_LORA:
+        found.notice(f"{model}: engine auto serves its adapters with hf (vLLM has no LoRA for {arch})")
+    if bool(sweep["train"].get("load_in_4bit")) or bool(entry.get("load_in_4bit")):
+        found.notice(f"{model}: trained on a 4-bit base, so infer-local loads the base in 4-bit too (--load-in-4bit true): "
+                     "its adapters are evaluated on the base they were trained on")
     shots = [k for k in (sweep["fewshot_local"]["shots"] if sweep["fewshot_local"]["enabled"] else []) if k > 0]
     context = int(entry.get("context_length") or 0)
     prompt = (max(shots, default=0) + 1) * lengths.input_tokens + task["generation"]["max_new_tokens"]

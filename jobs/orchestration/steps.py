@@ -120,6 +120,8 @@ def _model_steps(sweep: dict, task: dict, model: str, entry: dict) -> list[Step]
             "--engine", infer["engine"], "--batch-size", str(infer["batch_size"])]
     if local["enabled"] and local["shots"]:
         args += ["--shots", _csv(local["shots"])]
+    if bool(train.get("load_in_4bit")) or bool(entry.get("load_in_4bit")):
+        args += ["--load-in-4bit", "true"]  # evaluate adapters on the 4-bit base they were trained on
     steps.append(Step(
         name=layout.infer_local_step(model), job="infer-local", image="infer-local", kind="processing",
         inputs={"data": layout.DATA, "adapters": layout.adapters_prefix(model)},
