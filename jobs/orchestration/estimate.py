@@ -86,9 +86,11 @@ def api_estimate(sweep: dict, task: dict, api_model: str, lengths: Lengths | Non
                 "s3_prefix": bedrock_setting(sweep, "s3_prefix")}
     mode, notice = arm_mode({**entry, "name": api_model}, settings, count)
     usd = pricing.token_usd(input_tokens, output_tokens, entry, batch=mode == "batch")
+    on_demand_usd = pricing.token_usd(input_tokens, output_tokens, entry)
     largest = max(shots, default=0)
     return {"api_model": api_model, "records": records, "input_tokens": int(input_tokens),
             "output_tokens": int(output_tokens), "mode": mode, "notice": notice, "usd": usd,
+            "on_demand_usd": on_demand_usd,
             "largest_prompt_tokens": int((largest + 1) * lengths.input_tokens + largest * lengths.reference_tokens),
             "entry": entry}
 

@@ -99,10 +99,13 @@ def with_default_budget(sweep: dict, task: dict, found: Findings) -> dict:
         if est["mode"] == "unavailable":
             continue  # checks.arms says why
         if api["max_usd"] is None:
-            budget = default_max_usd(est["usd"])
+            # From the on-demand price whatever the mode: the budget stays the same when a Bedrock
+            # role is added later (batch is cheaper), so a finished step's settings do not change.
+            budget = default_max_usd(est["on_demand_usd"])
             api.setdefault("max_usd_default", {})[name] = budget
             found.notice(f"{name}: estimated ${est['usd']:,.2f} ({est['mode']}, {est['records']:,} records, tokens on "
-                         f"{lengths.basis}); no fewshot_api.max_usd in the sweep, so --max-usd {budget:,.0f}")
+                         f"{lengths.basis}); no fewshot_api.max_usd in the sweep, so --max-usd {budget:,.0f} "
+                         "(the on-demand estimate plus half again)")
         elif est["usd"] > api["max_usd"]:
             found.problem(f"{_where(sweep)}: at fewshot_api.max_usd: {name} is estimated at ${est['usd']:,.2f} "
                           f"({est['mode']}), above max_usd ${api['max_usd']:,.2f}; raise it, or run fewer shots, seeds "
