@@ -145,8 +145,9 @@ def test_transformers_conversion_of_rinnas_tokenizer_breaks_the_card_and_the_pro
     text = "一行目\n二行目☃"
     assert converted(text)["input_ids"][-1] == converted.eos_token_id  # transformers 5 appends </s>
     assert "\n" not in converted.decode(converted(text, add_special_tokens=False)["input_ids"])  # and drops \n
+    assert converted.bos_token_id == 2 and 2 in converted("☃", add_special_tokens=False)["input_ids"]  # unknown -> <s>
     ids = prompts.encode_prompt(ours, {**entry, "name": "rinna-4b-ppo"}, text)
-    assert ours.decode(ids) == text and ids[-1] != ours.eos_token_id
+    assert ours.decode(ids) == text and ids[-1] != ours.eos_token_id and 2 not in ids  # ☃ as its UTF-8 byte pieces
 
 
 @pytest.mark.parametrize("name", HUB_MODELS)
