@@ -169,10 +169,10 @@ def volume_plot(f: Figures, tier: Tier, index: int) -> None:
                         (cost.break_even_endpoint(), "break-even (endpoint)")) if cost else ():
         if value is not None and 0 < value < math.inf:
             ax.axvline(value, color="grey", linestyle=":")
-            ax.text(value, 0.98, f" {what}: {value:,.0f}", rotation=90, va="top", fontsize=7,
+            ax.text(value, 0.03, f" {what}: {math.ceil(value):,}", rotation=90, va="bottom", fontsize=7,
                     transform=ax.get_xaxis_transform())
     if f.an.settings.volume:
-        ax.axvline(f.an.settings.volume, color="red", linewidth=1)
+        ax.axvline(f.an.settings.volume, color="red", linewidth=1, label=f"--volume: {f.an.settings.volume:,.0f}")
     ax.set_xscale("log")
     if plotted:
         ax.set_yscale("log")
