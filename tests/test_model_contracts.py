@@ -283,3 +283,12 @@ def test_stop_strings_fire_on_rinnas_newline_marker(hub, jsquad_data):
     watch = StopWatch(tok, ["\n"], entry)
     assert [watch.update(0, ids[: k + 1]) for k in range(len(ids))][-1] is True
     assert not StopWatch(tok, ["\n"], {}).update(0, ids)  # without the newline marker it would never fire
+
+
+def test_the_sentencepiece_tokenizer_pickles_for_worker_processes(hub, jsquad_data):
+    import pickle
+
+    tok = base_of("rinna-4b-ppo", jsquad_data).tokenizer
+    again = pickle.loads(pickle.dumps(tok))
+    assert type(again).__module__ == "switchpoint.core.modeling"
+    assert again("一\n二☃", add_special_tokens=False)["input_ids"] == tok("一\n二☃", add_special_tokens=False)["input_ids"]

@@ -128,9 +128,9 @@ def load_tokenizer(entry: dict) -> Any:
     return tokenizer
 
 
-def _sentencepiece_tokenizer(where: str, revision: str | None) -> Any:
+def _card_tokenizer_class() -> type:
+    """``CardSentencePieceTokenizer``, built on first use (transformers is imported lazily here)."""
     from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
-    from transformers.utils import cached_file
 
     class CardSentencePieceTokenizer(SentencePieceBackend):
         """sentencepiece encoding and decoding (byte pieces joined back into characters); no special
@@ -151,11 +151,27 @@ def _sentencepiece_tokenizer(where: str, revision: str | None) -> Any:
                     run.append(token)
             return "".join(out) + self.sp_model.decode_pieces(run)
 
+    CardSentencePieceTokenizer.__module__, CardSentencePieceTokenizer.__qualname__ = __name__, "CardSentencePieceTokenizer"
+    globals()["CardSentencePieceTokenizer"] = CardSentencePieceTokenizer
+    return CardSentencePieceTokenizer
+
+
+def __getattr__(name: str) -> Any:
+    # A module-level name, so the tokenizer pickles (lm-eval, data loaders) and unpickles in a new process.
+    if name == "CardSentencePieceTokenizer":
+        return _card_tokenizer_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _sentencepiece_tokenizer(where: str, revision: str | None) -> Any:
+    from transformers.utils import cached_file
+
     spiece = cached_file(where, "spiece.model", revision=revision)
     config_path = cached_file(where, "tokenizer_config.json", revision=revision, _raise_exceptions_for_missing_entries=False)
     config = json.loads(Path(config_path).read_text(encoding="utf-8")) if config_path else {}
     special = {k: config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token") if isinstance(config.get(k), str)}
-    return CardSentencePieceTokenizer(vocab_file=spiece, **special)
+    card_class = globals().get("CardSentencePieceTokenizer") or _card_tokenizer_class()
+    return card_class(vocab_file=spiece, **special)
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
