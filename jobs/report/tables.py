@@ -51,7 +51,7 @@ def _arm_of(record: dict, where: str) -> ArmKey:
         raise JobError(f"{where}: not a score record with id and arm {{kind, model, n, seed}} ({err})") from None
 
 
-def _read_records(path: Path) -> list[tuple[ArmKey, str, bool, dict[str, float]]]:
+def _read_records(path: Path) -> list[tuple[ArmKey, str, bool, dict[str, float], str]]:
     out = []
     with path.open(encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, start=1):
@@ -70,7 +70,7 @@ def _read_records(path: Path) -> list[tuple[ArmKey, str, bool, dict[str, float]]
                     if value is not None and not isinstance(value, (int, float)):
                         raise JobError(f"{where}: field {key}: expected a number in 0..1, got {value!r}")
                     values[key] = 0.0 if value is None else float(value)  # scored 0, as records in error are
-            out.append((_arm_of(record, where), str(record["id"]), bool(record.get("error")), values))
+            out.append((_arm_of(record, where), str(record["id"]), bool(record.get("error")), values, where))
     return out
 
 
@@ -84,19 +84,23 @@ def load_scores(run_dir: Path) -> Scores:
     records = _read_records(path)
     if not records:
         raise JobError(f"{path}: holds no score records; re-run `switchpoint score`")
-    found = sorted({m for *_, values in records for m in values})
+    found = sorted({m for _, _, _, values, _ in records for m in values})
     metrics = [m for m in task.get("metrics", []) if m in found] or found
     if not metrics:
         raise JobError(f"{path}: records carry no metric field (expected some of {', '.join(sorted(KNOWN_METRICS))})")
-    ids = sorted({rid for _, rid, _, _ in records})
-    arms = sorted({arm for arm, *_ in records})
+    ids = sorted({r[1] for r in records})
+    arms = sorted({r[0] for r in records})
     row_of, col_of = {rid: i for i, rid in enumerate(ids)}, {arm: j for j, arm in enumerate(arms)}
     values = {m: np.full((len(ids), len(arms)), np.nan) for m in metrics}
     errors = np.zeros(len(arms), dtype=int)
-    for arm, rid, error, scored in records:
+    for arm, rid, error, scored, where in records:
         i, j = row_of[rid], col_of[arm]
+        if not np.isnan(values[metrics[0]][i, j]):
+            raise JobError(f"{where}: id {rid!r} appears twice for arm {arm}; re-run `switchpoint score`")
         for m in metrics:
-            values[m][i, j] = scored.get(m, 0.0)
+            if m not in scored:
+                raise JobError(f"{where}: field {m} is missing (other records have it); re-run `switchpoint score`")
+            values[m][i, j] = scored[m]
         errors[j] += int(error)
     primary = task.get("primary_metric") if task.get("primary_metric") in metrics else metrics[0]
     scores = Scores(task, metrics, primary, ids, arms, values, errors, _read_summary(Path(run_dir)))
