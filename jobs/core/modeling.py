@@ -4,6 +4,8 @@ One place decides where the weights come from (Hub id, local folder, or a tiny m
 the data folder), the device and precision (bf16 on a GPU that supports it, fp32 on CPU), optional
 4/8-bit loading, and the base model's fingerprint, which each adapter records so that an adapter is
 never evaluated on another base. ``BASE_MODEL_LOADS`` counts loads so tests can assert one per job.
+The tokenizer is the model card's (``load_tokenizer``: rinna's sentencepiece model through
+sentencepiece itself) and ``stop_token_ids`` lists every end token ``generate`` must know.
 """
 
 from __future__ import annotations
