@@ -51,7 +51,10 @@ def test_another_tasks_predictions_mixed_in_name_that_file(tmp_path, jsquad_data
     foreign = _arm(tmp_path / "p", LOCAL, read_eval_set(xlsum_data))
     with pytest.raises(JobError, match=rf"^{foreign}: none of its ids are in .*predictions of another task"):
         score.score_predictions(_settings(str(jsquad_data), tmp_path / "p", tmp_path / "out"))
-    # without the data folder the arm that shares no id with the others is named, not the genuine one
+    # without the data folder: one arm each, no telling which is genuine, so both files are named
+    with pytest.raises(JobError, match=r"share no example id with each other.*different tasks"):
+        score.score_predictions(_settings("jsquad", tmp_path / "p", tmp_path / "out"))
+    # with more genuine arms, the arm that shares no id with the others is named, not a genuine one
     other = Arm("fewshot-local", "tiny-gpt-neox", 0, 0)
     _arm(tmp_path / "p", other, read_eval_set(jsquad_data))
     with pytest.raises(JobError, match=rf"^{foreign}: arm 'fewshot-local tiny-gpt-neox n=2 seed=0' shares no example id"):

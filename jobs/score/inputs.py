@@ -241,6 +241,11 @@ def check_foreign_arms(arms: dict[Arm, ArmRecords]) -> None:
         return
     counts = Counter(frozenset(e.ids) for e in arms.values())
     common = max(counts, key=lambda ids: (counts[ids], len(ids), sorted(ids)))
+    rivals = [ids for ids in counts if counts[ids] == counts[common] and ids != common and not ids & common]
+    if rivals:  # as many arms on a disjoint id set: no telling which task is the genuine one
+        files = sorted({f for e in arms.values() if frozenset(e.ids) in (common, *rivals) for f in e.files[:1]})
+        raise JobError(f"{', '.join(files)}: these predictions share no example id with each other; predictions of "
+                       "different tasks are mixed in; score each task with its own --task (a data folder checks every id)")
     for arm in sorted(arms, key=arm_key):
         entry = arms[arm]
         if not common & set(entry.ids):
