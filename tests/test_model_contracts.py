@@ -264,11 +264,19 @@ def test_lm_eval_engine_sees_the_same_prompt_ids_and_gives_the_hf_predictions(hu
     lm = spec["model"] if isinstance(spec["model"], HFLM) else HFLM.create_from_arg_string(spec["model_args"], {"device": "cpu"})
     assert lm.tok_batch_encode([text])[0][0].tolist() == prompts.encode_prompt(base.tokenizer, entry, text)
 
-    settings = dict(model=name, sizes=[0], seeds=[0], max_new_tokens=6)
-    infer(Settings(**settings, engine="hf"), jsquad_data, tmp_path, tmp_path / "hf")
-    infer(Settings(**settings, engine="lm-eval"), jsquad_data, tmp_path, tmp_path / "lm")
+    from switchpoint.core.contract import job_paths
+    from switchpoint.train.job import train
+    from switchpoint.train.settings import Settings as TrainSettings
+
+    paths = job_paths(tmp_path / "ml")  # an adapter too: lm-eval loads it through peft= on the same base
+    train(TrainSettings(model=name, sizes=[2], seeds=[0], epochs=1, batch_size=2, min_steps=2, learning_rate=1e-2,
+                        lora_r=4, lora_alpha=8, lora_dropout=0.0, cutoff_len=192), paths, jsquad_data)
+    adapters = paths.checkpoints / "adapters"
+    settings = dict(model=name, sizes=[0, 2], seeds=[0], max_new_tokens=6)
+    infer(Settings(**settings, engine="hf"), jsquad_data, adapters, tmp_path / "hf")
+    infer(Settings(**settings, engine="lm-eval"), jsquad_data, adapters, tmp_path / "lm")
     files = sorted(p.name for p in (tmp_path / "hf").glob("*.jsonl"))
-    assert files and files == sorted(p.name for p in (tmp_path / "lm").glob("*.jsonl"))
+    assert len(files) == 2 and files == sorted(p.name for p in (tmp_path / "lm").glob("*.jsonl"))
     for f in files:
         hf = [r["prediction"] for r in read_predictions(tmp_path / "hf" / f)]
         assert hf == [r["prediction"] for r in read_predictions(tmp_path / "lm" / f)]
