@@ -11,7 +11,13 @@ from click.testing import CliRunner
 from switchpoint.cli import main
 from switchpoint.core import manifests
 from switchpoint.core.contract import JobError
-from switchpoint.core.datafolder import api_model_entry, model_entry, read_eval_set, read_train_set, resolved_sweep
+from switchpoint.core.datafolder import (
+    api_model_entry,
+    model_entry,
+    read_eval_set,
+    read_train_set,
+    resolved_sweep,
+)
 from switchpoint.data.job import Settings, prepare
 from switchpoint.data.sources import parquet_location
 
@@ -160,3 +166,15 @@ def test_sweep_values_override_order_command_line_wins(tmp_path):
     info = json.loads((tmp_path / "o" / "data.json").read_text())
     assert info["sizes"] == [0, 2] and info["seeds"] == [3] and info["eval_count"] == 16  # eval cap from the sweep
     assert (tmp_path / "o" / "sweep.json").exists() and (tmp_path / "o" / "models.json").exists()
+
+
+def test_a_repeated_eval_id_names_both_rows(tmp_path):
+    from test_data import _custom_task
+
+    task = _custom_task(tmp_path, ['{"qid": "t1", "q": "りんごの色は？", "a": "赤"}'])
+    (tmp_path / "eval.jsonl").write_text('{"qid": "e1", "q": "空は何色？", "a": "青"}\n'
+                                         '{"qid": "e1", "q": "海は何色？", "a": "青"}\n', encoding="utf-8")
+    result = CliRunner().invoke(main, ["data", "--task", str(task), "--sizes", "1", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "eval.jsonl:2: id 'e1' appears again (first at" in result.output and "eval.jsonl:1)" in result.output
+    assert not (tmp_path / "o").exists()

@@ -104,12 +104,14 @@ def choose_eval(eval_set: list[dict], eval_size: int | None) -> list[dict]:
     return [eval_set[i] for i in sorted(idx[:eval_size])]
 
 
-def check_unique_ids(records: list[dict], where: str) -> None:
-    seen: set[str] = set()
-    for rec in records:
-        if rec["id"] in seen:
-            raise JobError(f"{where}: id {rec['id']!r} appears more than once")
-        seen.add(rec["id"])
+def check_unique_ids(rows: list[RawRow], records: list[dict]) -> None:
+    """Eval ids are unique: a repeated example would count twice in every score."""
+    first: dict[str, str] = {}
+    for row, rec in zip(rows, records):
+        if rec["id"] in first:
+            raise JobError(f"{row.where}: id {rec['id']!r} appears again (first at {first[rec['id']]}); "
+                           "eval ids must be unique")
+        first[rec["id"]] = row.where
 
 
 def check_conflicting_ids(rows: list[RawRow], records: list[dict]) -> None:
@@ -151,8 +153,9 @@ def _sources(settings: Settings, task: dict) -> dict[str, dict]:
 
 def _read(sources: dict, task: dict) -> tuple[list[dict], list[dict], list[dict], dict]:
     """(eval source, chosen eval set, training pool, dropped counts) of a task's sources."""
-    eval_all = to_canonical(read_source(sources["eval"], "eval"), task, "eval")
-    check_unique_ids(eval_all, f"eval source {sources['eval']['uri']}")
+    eval_rows = read_source(sources["eval"], "eval")
+    eval_all = to_canonical(eval_rows, task, "eval")
+    check_unique_ids(eval_rows, eval_all)
     train_rows = read_source(sources["train"], "train")
     train_all = to_canonical(train_rows, task, "train")
     check_conflicting_ids(train_rows, train_all)
