@@ -69,8 +69,8 @@ def bench_tiny(eval_size: int, batch_size: int) -> dict:
     from switchpoint.core.prompts import postprocess
     from switchpoint.core.tiny import save_tiny
     from switchpoint.data.job import DataSettings, prepare
-    from switchpoint.infer_local.passes import fit_prompt
     from switchpoint.infer_local.lm_eval_engine import include_dir, write_docs
+    from switchpoint.infer_local.passes import fit_prompt
 
     model = "tiny-gpt-neox"
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:

@@ -12,8 +12,12 @@ import math
 import random
 
 import pytest
-
-from switchpoint.orchestration.adaptive import ModelRound, decide, first_round, persistent_match
+from switchpoint.orchestration.adaptive import (
+    ModelRound,
+    decide,
+    first_round,
+    persistent_match,
+)
 
 GRID = [0, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 LEVELS = {"claude-instant-1.2": 70.0, "claude-2.1": 80.0}

@@ -13,11 +13,16 @@ from pathlib import Path
 
 import pytest
 from switchpoint.core import manifests, modeling, prompts
-from switchpoint.core.datafolder import load_task_from_data, read_eval_set, read_train_set
+from switchpoint.core.datafolder import (
+    load_task_from_data,
+    read_eval_set,
+    read_train_set,
+)
 
 sys.path.insert(0, str(Path(__file__).parent / "replicas"))
-from build import build_all, manifest_revisions  # noqa: E402
 from specs import SPECS  # noqa: E402
+
+from build import build_all, manifest_revisions  # noqa: E402
 
 HUB_MODELS = sorted(k for k, m in manifests.load_models().items() if m["source"] == "hub")
 

@@ -18,7 +18,6 @@ from switchpoint.core.datafolder import (
     read_train_set,
 )
 from switchpoint.data.job import DataSettings, prepare
-from switchpoint.train import job as train_job
 from switchpoint.train import loop
 from switchpoint.train.job import train
 from switchpoint.train.loop import encode_example

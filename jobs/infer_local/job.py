@@ -31,12 +31,24 @@ from typing import Any, Callable
 import click
 from switchpoint.core import modeling
 from switchpoint.core.contract import JobError, job_paths, read_hyperparameters, run_job
-from switchpoint.core.datafolder import data_info, load_task_from_data, model_entry, read_eval_set
+from switchpoint.core.datafolder import (
+    data_info,
+    load_task_from_data,
+    model_entry,
+    read_eval_set,
+)
 from switchpoint.core.predictions import prediction_record, write_predictions
 from switchpoint.core.prompts import postprocess
 from switchpoint.core.settings import COMMAND_LINE, load_settings, options
 from switchpoint.infer_local.engines import choose_engine
-from switchpoint.infer_local.passes import EngineStats, Generation, Pass, build_prompts, check_adapters, plan_passes
+from switchpoint.infer_local.passes import (
+    EngineStats,
+    Generation,
+    Pass,
+    build_prompts,
+    check_adapters,
+    plan_passes,
+)
 from switchpoint.infer_local.settings import Settings
 
 

@@ -38,4 +38,9 @@ class Settings(JobSettings):
 
 # Which engine serves which architecture, for `plan` (orchestration reaches a job only through its
 # settings or its command): the knowledge itself lives in engines.py.
-from switchpoint.infer_local.engines import ARCHITECTURES, VLLM_LORA, choose_engine, unsupported  # noqa: E402,F401
+from switchpoint.infer_local.engines import (  # noqa: E402,F401
+    ARCHITECTURES,
+    VLLM_LORA,
+    choose_engine,
+    unsupported,
+)

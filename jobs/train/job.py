@@ -25,8 +25,19 @@ from typing import Any
 import click
 from switchpoint.core import manifests, modeling
 from switchpoint.core.adapter_checks import check_targets
-from switchpoint.core.contract import JobError, JobPaths, job_paths, read_hyperparameters, run_job
-from switchpoint.core.datafolder import data_info, load_task_from_data, model_entry, read_train_set
+from switchpoint.core.contract import (
+    JobError,
+    JobPaths,
+    job_paths,
+    read_hyperparameters,
+    run_job,
+)
+from switchpoint.core.datafolder import (
+    data_info,
+    load_task_from_data,
+    model_entry,
+    read_train_set,
+)
 from switchpoint.core.settings import COMMAND_LINE, load_settings, options
 from switchpoint.train import adapters as folders
 from switchpoint.train import loop

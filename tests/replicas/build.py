@@ -63,7 +63,15 @@ def train_spm(spec: ReplicaSpec, sentences: list[str]) -> bytes:
 
 def train_bytelevel(spec: ReplicaSpec, sentences: list[str]) -> str:
     """tokenizer.json: byte-level BPE, real special tokens at their real ids."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
 
     tok = Tokenizer(models.BPE())
     low = {t: i for t, i in spec.specials.items() if i < 1000}
