@@ -72,6 +72,21 @@ def test_docker_command_mounts_the_layout_and_passes_secrets_by_name_only(tmp_pa
     assert score[score.index("img/score:1") + 1:] == ["score", "--task", "/opt/ml/processing/input/data", "--bootstrap", "10000"]
 
 
+def test_infer_bedrock_keeps_its_paid_answers_in_the_runs_store_on_every_backend(tmp_path):
+    sweep = manifests.load_sweep(_sweep_file(tmp_path, SAGEMAKER_SWEEP))
+    step = {s.name: s for s in plan_steps(sweep, manifests.load_task("jsquad"))}["infer-bedrock-claude-haiku-4.5"]
+    local_run = open_store(tmp_path / "store").child("smtest", "jsquad")
+    args = backends.step_args(step, "/tmp/root", local_run.uri)
+    assert args[args.index("--state") + 1] == f"{local_run.uri}/state/infer-bedrock/claude-haiku-4.5"
+    # docker: a local store's run folder is mounted, and the job is told the mounted path
+    cmd = backends.docker_command(step, tmp_path / "root", "img/bedrock:1", run=local_run)
+    assert f"{local_run.uri}:/opt/ml/run-store" in cmd
+    assert cmd[cmd.index("--state") + 1] == "/opt/ml/run-store/state/infer-bedrock/claude-haiku-4.5"
+    s3_cmd = backends.docker_command(step, tmp_path / "root", "img/bedrock:1", run=open_store("s3://team-bucket/p/smtest/jsquad"))
+    assert s3_cmd[s3_cmd.index("--state") + 1] == "s3://team-bucket/p/smtest/jsquad/state/infer-bedrock/claude-haiku-4.5"
+    assert not any(part.endswith(":/opt/ml/run-store") for part in s3_cmd)
+
+
 def test_docker_backend_without_an_engine_says_so(tmp_path):
     sweep, task = manifests.load_sweep("smoke"), manifests.load_task("jsquad")
     step = plan_steps(sweep, task)[3]

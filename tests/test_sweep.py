@@ -99,6 +99,8 @@ def test_smoke_sweep_through_s3_with_the_bedrock_fake(tmp_path, s3_bucket, bedro
     metrics = run.read_json("predictions/bedrock/claude-haiku-4.5/bedrock_metrics.json")
     assert metrics["records_ok"] == 12 * 2 and metrics["usd"] > 0
     assert bedrock_fake.submissions == 0  # 12 records per arm: below the batch minimum, so on-demand
+    # Every paid answer was saved in the run's store as it came (a killed sweep re-run pays nothing twice).
+    assert run.child("state/infer-bedrock/claude-haiku-4.5").list(), "no durable infer-bedrock state in the store"
     summary = run.read_text("scores/summary.csv")
     assert "fewshot-api,claude-haiku-4.5,2,0" in summary
     transitions = run.read_text("report/transitions.csv")

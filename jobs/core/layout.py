@@ -62,6 +62,11 @@ def bedrock_predictions_prefix(api_model: str) -> str:
     return f"{PREDICTIONS}/bedrock/{api_model}"
 
 
+def bedrock_state_prefix(api_model: str) -> str:
+    """infer-bedrock's append-only resume state (paid answers, submitted jobs) for one API model."""
+    return f"state/infer-bedrock/{api_model}"
+
+
 # --- steps -----------------------------------------------------------------------------------
 def train_step(model: str) -> str:
     return f"train-{model}"

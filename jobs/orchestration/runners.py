@@ -30,7 +30,7 @@ from switchpoint.core import layout
 from switchpoint.core.contract import JobError, job_paths, write_hyperparameters
 from switchpoint.core.store import Store, file_entry, local_files
 from switchpoint.orchestration.records import Heartbeat, record_run
-from switchpoint.orchestration.steps import ML_ROOT, Step
+from switchpoint.orchestration.steps import ML_ROOT, RUN_STORE, Step
 from switchpoint.orchestration.workdirs import staging_dir
 
 CONTAINER_ROOT = "/opt/ml"
@@ -55,8 +55,12 @@ __all__ = [
 ]
 
 
-def step_args(step: Step, ml_root: str) -> list[str]:
-    return [a.replace(ML_ROOT, ml_root) for a in step.args]
+RUN_STORE_MOUNT = f"{CONTAINER_ROOT}/run-store"  # where docker sees a local store's run folder
+
+
+def step_args(step: Step, ml_root: str, run_store: str) -> list[str]:
+    """The step's arguments with the job's root and the run's store location filled in."""
+    return [a.replace(ML_ROOT, ml_root).replace(RUN_STORE, run_store) for a in step.args]
 
 
 def _stage_inputs(step: Step, run: Store, root: Path, report_inputs: list[str] | None = None) -> None:
@@ -232,7 +236,7 @@ def run_local(step: Step, run: Store, *, fingerprint: dict | None = None, report
     """Run a step as a subprocess of this environment over a private temporary /opt/ml-shaped folder."""
     with staging_dir(step.name) as root:
         _stage_inputs(step, run, root, report_inputs)
-        cmd = [sys.executable, "-m", "switchpoint", step.job, "--ml-root", str(root), *step_args(step, str(root))]
+        cmd = [sys.executable, "-m", "switchpoint", step.job, "--ml-root", str(root), *step_args(step, str(root), run.uri)]
         return _execute(step, run, root, cmd, backend="local", fingerprint=fingerprint, poll_s=poll_s,
                         on_publish=on_publish)
 
@@ -256,17 +260,25 @@ def container_name(step: Step) -> str:
     return job_name(step, "docker")
 
 
-def docker_command(step: Step, root: Path, image: str, name: str | None = None) -> list[str]:
-    """``docker run`` of the job's image with the staged folder at /opt/ml, as the host user (GPU jobs get --gpus all)."""
+def docker_command(step: Step, root: Path, image: str, name: str | None = None, run: Store | None = None) -> list[str]:
+    """``docker run`` of the job's image with the staged folder at /opt/ml, as the host user (GPU jobs get --gpus all).
+
+    A step that writes to its run's store (``RUN_STORE`` in its arguments) sees an s3:// store as it
+    is, and a local store's run folder mounted at ``/opt/ml/run-store``.
+    """
     cmd = ["docker", "run", "--rm", "--name", name or container_name(step),
            "--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{root}:{CONTAINER_ROOT}"]
+    run_store = run.uri if run is not None else RUN_STORE_MOUNT
+    if run is not None and not run.uri.startswith("s3://") and any(RUN_STORE in a for a in step.args):
+        cmd += ["-v", f"{run.uri}:{RUN_STORE_MOUNT}"]
+        run_store = RUN_STORE_MOUNT
     if step.gpu:
         cmd += ["--gpus", "all", "--shm-size", "16g"]
     for env in PASSTHROUGH_ENV:
         if env in os.environ:
             cmd += ["-e", env]
     # The entrypoint is named explicitly because the score image also runs `switchpoint report`.
-    return cmd + ["--entrypoint", "switchpoint", image, step.job, *step_args(step, CONTAINER_ROOT)]
+    return cmd + ["--entrypoint", "switchpoint", image, step.job, *step_args(step, CONTAINER_ROOT, run_store)]
 
 
 def run_docker(step: Step, run: Store, sweep: dict, registry: str | None = None, *, fingerprint: dict | None = None,
@@ -281,6 +293,6 @@ def run_docker(step: Step, run: Store, sweep: dict, registry: str | None = None,
         _stage_inputs(step, run, root, report_inputs)
         # The folder stays 0700: the container runs as this user (docker_command's --user), never as root.
         name = container_name(step)
-        cmd = docker_command(step, root, image_uri(step, sweep, registry), name)
+        cmd = docker_command(step, root, image_uri(step, sweep, registry), name, run)
         return _execute(step, run, root, cmd, backend="docker", fingerprint=fingerprint, poll_s=poll_s,
                         stop_cmd=["docker", "kill", name])

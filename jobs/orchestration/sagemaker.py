@@ -78,7 +78,7 @@ def processing_job_spec(step: Step, run: S3Store, sweep: dict, *, image: str, ro
     volume = int(sweep["sagemaker"]["volume_gb"])
     app: dict[str, Any] = {"ImageUri": image, "ContainerEntrypoint": ["switchpoint", step.job]}
     if step.args:  # SageMaker refuses an empty argument list
-        app["ContainerArguments"] = step_args(step, CONTAINER_ROOT)
+        app["ContainerArguments"] = step_args(step, CONTAINER_ROOT, run.uri)
     return {
         "ProcessingJobName": name,
         "RoleArn": role_arn,

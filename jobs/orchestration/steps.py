@@ -17,6 +17,9 @@ from switchpoint.core import layout, manifests
 from switchpoint.core.settings import encode_value
 
 ML_ROOT = "{ml_root}"  # placeholder in step arguments, replaced by the runner with the job's root
+# Placeholder for the run's own store location as the job sees it (a folder, a mount or s3://...):
+# a job that must keep state across a kill (infer-bedrock's paid answers) writes there directly.
+RUN_STORE = "{run_store}"
 
 
 @dataclass
@@ -145,6 +148,8 @@ def _bedrock_step(sweep: dict, task: dict, api_model: str) -> Step:
     for key, value in values.items():
         if value is not None:
             args += ["--" + key.replace("_", "-"), str(value)]
+    # Every paid answer is saved there before the next request, so a killed step never pays twice.
+    args += ["--state", f"{RUN_STORE}/{layout.bedrock_state_prefix(api_model)}"]
     return Step(
         name=layout.infer_bedrock_step(api_model), job="infer-bedrock", image="infer-bedrock", kind="processing",
         inputs={"data": layout.DATA}, output=layout.bedrock_predictions_prefix(api_model), args=args,
