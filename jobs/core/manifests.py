@@ -205,11 +205,10 @@ SWEEP_DEFAULTS: dict[str, Any] = {
     "fewshot_local": {"enabled": False, "shots": []},
     "fewshot_api": {"shots": None, "variants": {}, "mode": "auto", "max_usd": None, "role_arn": None,
                     "s3_prefix": None, "region": None},
-    "train": {"epochs": 3, "batch_size": 4, "learning_rate": 2e-4, "min_steps": 20, "warmup_ratio": 0.1,
-              "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "cutoff_len": 512, "load_in_4bit": False,
-              "gradient_checkpointing": False, "instance_type": "ml.g5.2xlarge", "spot": False,
-              "max_runtime_s": 86400},
-    "infer": {"engine": "hf", "batch_size": 8, "instance_type": "ml.g5.2xlarge"},
+    # Only where jobs run: the train and infer-local jobs' own settings take their defaults from the
+    # jobs' settings models (switchpoint.train.settings, switchpoint.infer_local.settings).
+    "train": {"instance_type": "ml.g5.2xlarge", "spot": False, "max_runtime_s": 86400},
+    "infer": {"instance_type": "ml.g5.2xlarge"},
     "score": {"bootstrap": 10000, "instance_type": "ml.m5.xlarge"},
     "images": {},
     "sagemaker": {"role_arn": None, "region": None, "volume_gb": 100},

@@ -266,35 +266,21 @@ SWEEP_SCHEMA: dict[str, Any] = {
                 "region": {"type": ["string", "null"]},
             },
         },
+        # Besides where and how it runs (instance_type, spot, max_runtime_s), a sweep's train: section
+        # holds the train job's own settings; those keys, their defaults and ranges live in one place,
+        # switchpoint.train.settings.Settings, which the pre-flight (plan) parses them with.
         "train": {
             "type": "object",
-            "additionalProperties": False,
             "properties": {
-                "epochs": {"type": "number", "exclusiveMinimum": 0},
-                "batch_size": {"type": "integer", "minimum": 1},
-                "micro_batch_size": {"type": "integer", "minimum": 1},
-                "max_grad_norm": {"type": "number", "minimum": 0},
-                "load_in_8bit": {"type": "boolean"},
-                "learning_rate": {"type": "number", "exclusiveMinimum": 0},
-                "min_steps": {"type": "integer", "minimum": 0},
-                "warmup_ratio": {"type": "number", "minimum": 0, "maximum": 1},
-                "lora_r": {"type": "integer", "minimum": 1},
-                "lora_alpha": {"type": "number", "exclusiveMinimum": 0},
-                "lora_dropout": {"type": "number", "minimum": 0, "maximum": 1},
-                "cutoff_len": {"type": "integer", "minimum": 16},
-                "load_in_4bit": {"type": "boolean"},
-                "gradient_checkpointing": {"type": "boolean"},
                 "instance_type": {"type": "string"},
                 "spot": {"type": "boolean"},
                 "max_runtime_s": {"type": "integer", "minimum": 60},
             },
         },
+        # Likewise the infer: section's engine and batch_size are the infer-local job's settings.
         "infer": {
             "type": "object",
-            "additionalProperties": False,
             "properties": {
-                "engine": {"enum": ["auto", "hf", "vllm", "lm-eval"]},
-                "batch_size": {"type": "integer", "minimum": 1},
                 "instance_type": {"type": "string"},
             },
         },

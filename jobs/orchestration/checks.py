@@ -20,7 +20,9 @@ from switchpoint.orchestration.steps import (
     Step,
     api_mode,
     bedrock_setting,
+    infer_engine,
     model_entries,
+    train_settings,
 )
 
 CONTAINER_ROOT = "/opt/ml"
@@ -125,7 +127,7 @@ def arms(sweep: dict, task: dict, found: Any) -> None:
 def _engine(sweep: dict, task: dict, model: str, entry: dict, lengths: Any, found: Any) -> None:
     from switchpoint.infer_local.settings import ARCHITECTURES, VLLM_LORA, unsupported
 
-    engine = sweep["infer"]["engine"]
+    engine = infer_engine(sweep)
     arch = ARCHITECTURES.get(entry["family"], entry["family"])
     trains = any(n > 0 for n in manifests.sweep_sizes(sweep, task["name"]))
     reason = unsupported(engine, {**entry, "name": model}) if trains else None
@@ -197,8 +199,8 @@ def gpu_memory(sweep: dict, steps: list[Step], found: Any) -> None:
             continue
         four_bit = bool(sweep["train"].get("load_in_4bit")) or bool(entry.get("load_in_4bit"))
         if step.kind == "training":
-            t = sweep["train"]
-            tokens = int(t["cutoff_len"]) * int(t.get("micro_batch_size") or t["batch_size"])
+            t = train_settings(sweep, step.hyperparameters)
+            tokens = t.cutoff_len * (t.micro_batch_size or t.batch_size)
         else:
             tokens = int(entry.get("context_length") or 2048) * 2
         need = memory_gib(entry, four_bit=four_bit, tokens_in_flight=tokens)

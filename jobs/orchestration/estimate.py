@@ -15,10 +15,12 @@ from typing import Any
 from switchpoint.core import manifests, pricing
 from switchpoint.core.pricing import estimate_tokens
 from switchpoint.orchestration.steps import (
+    Step,
     api_mode,
     bedrock_setting,
     model_entries,
     plan_steps,
+    train_settings,
 )
 
 TRAIN_MFU = 0.35
@@ -100,12 +102,11 @@ def default_max_usd(estimate_usd: float) -> float:
     return float(max(1, math.ceil(estimate_usd * MAX_USD_HEADROOM)))
 
 
-def _train_hours(sweep: dict, entry: dict, sizes: list[int], lengths: Lengths, tflops: float) -> float:
-    t = sweep["train"]
+def _train_hours(sweep: dict, step: Step, entry: dict, sizes: list[int], lengths: Lengths, tflops: float) -> float:
+    t = train_settings(sweep, step.hyperparameters)
     params = float(entry.get("params_b") or 1.0) * 1e9
-    steps = sum(max(t["min_steps"], math.ceil(t["epochs"] * math.ceil(n / t["batch_size"])))
-                for n in sizes if n > 0)
-    tokens = steps * t["batch_size"] * (lengths.input_tokens + lengths.reference_tokens) * len(sweep["seeds"])
+    steps = sum(max(t.min_steps, math.ceil(t.epochs * math.ceil(n / t.batch_size))) for n in sizes if n > 0)
+    tokens = steps * t.batch_size * (lengths.input_tokens + lengths.reference_tokens) * len(sweep["seeds"])
     return (6 * params * tokens / (tflops * 1e12 * TRAIN_MFU) + 300) / 3600 if tflops else 0.0
 
 
@@ -133,7 +134,7 @@ def estimate_plan(sweep: dict, task: dict) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"step": step.name, "job": step.job, "instance": step.instance_type, "hours": 0.0,
                                "usd": 0.0, "api_records": 0, "api_input_tokens": 0, "api_output_tokens": 0}
         if step.job == "train":
-            row["hours"] = _train_hours(sweep, entries[step.hyperparameters["model"]], sizes, lengths, tflops)
+            row["hours"] = _train_hours(sweep, step, entries[step.hyperparameters["model"]], sizes, lengths, tflops)
         elif step.job == "infer-local":
             model = step.args[step.args.index("--model") + 1]
             row["hours"] = _infer_hours(sweep, task, entries[model], sizes, lengths, tflops)

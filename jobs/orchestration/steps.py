@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from switchpoint.core import layout, manifests
-from switchpoint.core.settings import encode_value
+from switchpoint.core.contract import JobError
+from switchpoint.core.settings import encode_value, load_settings
 
 ML_ROOT = "{ml_root}"  # placeholder in step arguments, replaced by the runner with the job's root
 # Placeholder for the run's own store location as the job sees it (a folder, a mount or s3://...):
@@ -47,8 +49,10 @@ def _csv(values) -> str:
     return ",".join(str(v) for v in values)
 
 
-# Sweep train keys that are orchestration, not train-job settings.
+# Sweep train/infer keys that are orchestration, not the jobs' own settings: every other key of those
+# sections goes to the job as it is and is parsed by the job's settings model (defaults live there).
 TRAIN_ORCHESTRATION_KEYS = ("instance_type", "spot", "max_runtime_s")
+INFER_ORCHESTRATION_KEYS = ("instance_type",)
 # Environment variables for the Bedrock batch role and prefix (distinct from the SageMaker role).
 BEDROCK_ENV = {"role_arn": "BEDROCK_ROLE_ARN", "s3_prefix": "BEDROCK_S3_PREFIX"}
 
@@ -81,6 +85,25 @@ def train_hyperparameters(sweep: dict, task: dict, model: str, entry: dict) -> d
             hyper[key] = encode_value(value)
     hyper["load_in_4bit"] = encode_value(bool(train.get("load_in_4bit")) or bool(entry.get("load_in_4bit", False)))
     return hyper
+
+
+def train_settings(sweep: dict, hyperparameters: dict[str, str]) -> Any:
+    """A train step's settings as the job will resolve them (its own defaults for whatever the sweep
+    leaves out): what the plan's estimates are computed from."""
+    from switchpoint.train.settings import Settings
+
+    try:
+        return load_settings(Settings, (f"sweep {sweep['name']}: at train", hyperparameters))
+    except JobError:
+        # The pre-flight reports the bad value (checks.job_settings); estimates go on with the defaults.
+        return load_settings(Settings, ("train defaults", {"model": hyperparameters["model"]}))
+
+
+def infer_engine(sweep: dict) -> str:
+    """The infer-local engine the sweep asks for, else the job's own default."""
+    from switchpoint.infer_local.settings import Settings
+
+    return sweep["infer"].get("engine") or Settings.model_fields["engine"].default
 
 
 def plan_steps(sweep: dict, task: dict, *, api_enabled: bool = True) -> list[Step]:
@@ -119,8 +142,10 @@ def _model_steps(sweep: dict, task: dict, model: str, entry: dict) -> list[Step]
     )]
     local = sweep["fewshot_local"]
     arms = ["finetune"] + (["fewshot-local"] if local["enabled"] else [])
-    args = ["--model", model, "--arms", _csv(arms), "--sizes", _csv(sizes), "--seeds", _csv(sweep["seeds"]),
-            "--engine", infer["engine"], "--batch-size", str(infer["batch_size"])]
+    args = ["--model", model, "--arms", _csv(arms), "--sizes", _csv(sizes), "--seeds", _csv(sweep["seeds"])]
+    for key, value in infer.items():
+        if key not in INFER_ORCHESTRATION_KEYS and value is not None:
+            args += ["--" + key.replace("_", "-"), encode_value(value)]
     if local["enabled"] and local["shots"]:
         args += ["--shots", _csv(local["shots"])]
     if bool(train.get("load_in_4bit")) or bool(entry.get("load_in_4bit")):
