@@ -113,3 +113,21 @@ def test_a_worse_and_costlier_model_is_stopped_as_dominated():
                                             max_seeds=1)}
     assert decisions["b"].stop and "dominated by a" in decisions["b"].stop
     assert decisions["a"].stop is None and decisions["a"].sizes == [8]
+
+
+def test_the_adaptive_smoke_sweep_runs_offline_end_to_end_and_trains_only_what_it_needs(tmp_path):
+    from click.testing import CliRunner
+
+    from switchpoint.cli import main
+    from switchpoint.core.store import open_store
+
+    result = CliRunner().invoke(main, ["run", "sweep", "--sweep", "smoke-adaptive", "--task", "toy-ja",
+                                       "--store", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    run = open_store(tmp_path).child("smoke-adaptive", "toy-ja")
+    record = run.read_json("runs/adaptive.json")
+    assert record["reason"] == "every model has its answer" and record["stopped"]["tiny-gpt-neox"]
+    trained = {p.split("/")[-2] for p in run.list("train/tiny-gpt-neox/checkpoints/adapters") if p.endswith("train_metrics.json")}
+    assert trained == {f"n={n}" for n in record["rounds"][-1]["sizes"]["tiny-gpt-neox"] if n > 0}
+    assert record["sizes_run"] < record["grid_sizes"]  # the grid runs to 64; the answer was settled earlier
+    assert run.child("report").is_complete()

@@ -241,6 +241,17 @@ SWEEP_SCHEMA: dict[str, Any] = {
         },
         "sizes": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}, "uniqueItems": True},
         "seeds": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}, "uniqueItems": True},
+        # Adaptive sweep (orchestration/rounds.py): train only the sizes that can still change the
+        # answer, round by round; `sizes` is then the grid it walks (and what `plan` prices: the worst case).
+        "adaptive": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "enabled": {"type": "boolean"},
+                "margin": {"type": "number", "minimum": 0},
+                "max_gpu_hours": {"type": ["number", "null"], "exclusiveMinimum": 0},
+            },
+        },
         # Every seed is drawn only for N <= seeds_up_to_n; larger N use the first seed (null: every N).
         "seeds_up_to_n": {"type": ["integer", "null"], "minimum": 0},
         # A packaged model by name, or a user's own model: {name: ..., source: hub, hub_id, revision, ...}.

@@ -79,7 +79,7 @@ def model_entries(sweep: dict) -> dict[str, dict]:
 def train_hyperparameters(sweep: dict, task: dict, model: str, entry: dict) -> dict[str, str]:
     """The train job's hyperparameters: every job setting the sweep's ``train:`` section holds."""
     train = sweep["train"]
-    hyper = {"model": model, "sizes": _csv(manifests.sweep_sizes(sweep, task["name"])), "seeds": _csv(sweep["seeds"])}
+    hyper = {"model": model, "sizes": _csv(model_sizes(sweep, task, model)), "seeds": _csv(sweep["seeds"])}
     for key, value in train.items():
         if key not in TRAIN_ORCHESTRATION_KEYS and value is not None:
             hyper[key] = encode_value(value)
@@ -128,8 +128,13 @@ def plan_steps(sweep: dict, task: dict, *, api_enabled: bool = True) -> list[Ste
     return steps
 
 
+def model_sizes(sweep: dict, task: dict, model: str) -> list[int]:
+    """The sizes a model is trained and evaluated at: the sweep's, or its own in an adaptive round."""
+    return sorted((sweep.get("round_sizes") or {}).get(model) or manifests.sweep_sizes(sweep, task["name"]))
+
+
 def _model_steps(sweep: dict, task: dict, model: str, entry: dict) -> list[Step]:
-    sizes = manifests.sweep_sizes(sweep, task["name"])
+    sizes = model_sizes(sweep, task, model)
     train, infer = sweep["train"], sweep["infer"]
     on_gpu = entry["source"] != "tiny"
     # The model's own instance (a 13B model needs more GPU memory) wins over the sweep-wide default.

@@ -19,6 +19,7 @@ from switchpoint.core.store import SUCCESS, Store, open_store
 from switchpoint.orchestration import freshness, runners
 from switchpoint.orchestration.plan import preflight, reachable
 from switchpoint.orchestration.records import Heartbeat, record_run
+from switchpoint.orchestration.rounds import run_adaptive
 from switchpoint.orchestration.sagemaker import run_sagemaker
 from switchpoint.orchestration.steps import Step, plan_steps
 from switchpoint.orchestration.workdirs import remove_stale, staging_dir
@@ -236,7 +237,10 @@ def _with_common(fn):
 @click.option("--poll-seconds", default=30, type=int, help="SageMaker waiter delay.")
 @click.option("--models-file", default=None, help="A YAML in models.yaml's shape with your own models (the sweep may "
               "also define them under models:); they travel to every job in the data folder.")
-def run_command(job, sweep_name, tasks, store, backend, models, force, role_arn, registry, poll_seconds, models_file):
+@click.option("--adaptive", is_flag=True, default=False, help="Run the sweep in rounds (train, infer, score, report, "
+              "decide) and train only the sizes that can still change N* (also the sweep's adaptive.enabled).")
+def run_command(job, sweep_name, tasks, store, backend, models, force, role_arn, registry, poll_seconds, models_file,
+                adaptive):
     """Run one step (JOB) or the whole sweep, moving folders between the store and each job.
 
     \b
@@ -253,9 +257,16 @@ def run_command(job, sweep_name, tasks, store, backend, models, force, role_arn,
     def body() -> None:
         sweep = manifests.load_sweep(sweep_name, models_file=models_file)
         target = open_store(store)
+        options = {"role_arn": role_arn, "registry": registry, "poll_s": poll_seconds}
+        adaptive_on = job == "sweep" and (adaptive or sweep["adaptive"]["enabled"])
         for task in _tasks_for(sweep, tasks):
-            run_sweep(sweep, task, target, job=job, backend=backend, models=models, force=force,
-                      options={"role_arn": role_arn, "registry": registry, "poll_s": poll_seconds})
+            if adaptive_on:
+                def one_round(round_sweep: dict, task: dict = task) -> object:
+                    return run_sweep(round_sweep, task, target, backend=backend, models=models, options=options)
+
+                run_adaptive(sweep, task, run_root(target, sweep, task), one_round, _echo)
+            else:
+                run_sweep(sweep, task, target, job=job, backend=backend, models=models, force=force, options=options)
             if job in ("sweep", "report"):
                 _echo(f"[{task['name']}] report: {run_root(target, sweep, task).child('report').uri}/report.html")
 
