@@ -117,7 +117,6 @@ def test_a_worse_and_costlier_model_is_stopped_as_dominated():
 
 def test_the_adaptive_smoke_sweep_runs_offline_end_to_end_and_trains_only_what_it_needs(tmp_path):
     from click.testing import CliRunner
-
     from switchpoint.cli import main
     from switchpoint.core.store import open_store
 

@@ -1,31 +1,29 @@
-"""The job contract: SageMaker's layout under a movable root; typed settings; failure file."""
+"""The job contract: SageMaker's layout under a movable root; settings from hyperparameters; failure file."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import pytest
+from pydantic import Field
 from switchpoint.core.contract import (
     JobError,
     job_paths,
     read_hyperparameters,
     run_job,
-    settings_from,
-    typed_settings,
     write_hyperparameters,
 )
+from switchpoint.core.settings import COMMAND_LINE, JobSettings, load_settings
 
 
-@dataclass
-class Example:
-    model: str
-    sizes: list[int]
-    learning_rate: float = 2e-4
-    load_in_4bit: bool = False
-    eval_size: int | None = None
+class Example(JobSettings):
+    model: str = Field(description="model")
+    sizes: list[int] = Field(description="sizes")
+    learning_rate: float = Field(2e-4, gt=0, description="lr")
+    load_in_4bit: bool = Field(False, description="4-bit")
+    eval_size: int | None = Field(None, ge=1, description="eval cap")
 
 
 def test_layout_follows_sagemaker_under_a_moved_root(tmp_path):
@@ -51,17 +49,22 @@ def test_hyperparameters_arrive_as_strings_and_are_typed(tmp_path):
     written = write_hyperparameters(paths, {"model": "tiny-llama", "sizes": [2, 4], "load_in_4bit": True})
     assert written == {"load_in_4bit": "true", "model": "tiny-llama", "sizes": "2,4"}
     assert all(isinstance(v, str) for v in json.loads(paths.hyperparameters.read_text()).values())
-    settings = settings_from(Example, paths, {"learning_rate": "0.01", "eval_size": None})
+    settings = load_settings(Example, (str(paths.hyperparameters), read_hyperparameters(paths)),
+                             (COMMAND_LINE, {"learning_rate": "0.01", "eval_size": None}))
     assert settings == Example(model="tiny-llama", sizes=[2, 4], learning_rate=0.01, load_in_4bit=True)
 
 
-def test_bad_hyperparameters_name_the_key():
-    with pytest.raises(JobError, match="unknown setting 'modle'"):
-        typed_settings(Example, {"modle": "x", "sizes": "2"}, source="hp")
-    with pytest.raises(JobError, match="setting 'sizes'='2,four' is not a valid"):
-        typed_settings(Example, {"model": "x", "sizes": "2,four"}, source="hp")
-    with pytest.raises(JobError, match="missing required setting\\(s\\) sizes"):
-        typed_settings(Example, {"model": "x"}, source="hp")
+def test_bad_hyperparameters_name_the_key_and_the_source():
+    with pytest.raises(JobError, match="hp: unknown setting 'modle'"):
+        load_settings(Example, ("hp", {"modle": "x", "sizes": "2"}))
+    with pytest.raises(JobError, match="hp: 'sizes'='2,four' is invalid.*expected comma-separated integers"):
+        load_settings(Example, ("hp", {"model": "x", "sizes": "2,four"}))
+    with pytest.raises(JobError, match="missing required setting 'sizes'"):
+        load_settings(Example, ("hp", {"model": "x"}))
+    with pytest.raises(JobError, match="--learning-rate='inf' is invalid: Input should be a finite number"):
+        load_settings(Example, ("hp", {"model": "x", "sizes": "2"}), (COMMAND_LINE, {"learning_rate": "inf"}))
+    with pytest.raises(JobError, match="hp: 'eval_size'='-1' is invalid.*>= 1"):
+        load_settings(Example, ("hp", {"model": "x", "sizes": "2", "eval_size": "-1"}))
     with pytest.raises(JobError, match="at most|256"):
         write_hyperparameters(job_paths("/tmp/never-written"), {"model": "x" * 300})
 

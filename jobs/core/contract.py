@@ -18,16 +18,13 @@ The root is ``/opt/ml`` unless ``SWITCHPOINT_ML_ROOT`` or a job's ``--ml-root`` 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
 import traceback
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping
 
 DEFAULT_ROOT = "/opt/ml"
 
@@ -109,86 +106,6 @@ def encode_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(encode_value(v) for v in value)
     return str(value)
-
-
-S = TypeVar("S")
-
-
-def typed_settings(cls: type[S], raw: Mapping[str, Any], source: str) -> S:
-    """Parse string (or already typed) values into the dataclass ``cls``.
-
-    Unknown keys and unparsable values raise JobError naming ``source`` and the key, because a
-    misspelt hyperparameter silently falling back to a default would waste a GPU job.
-    """
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    aliases = {name.replace("_", "-"): name for name in fields}
-    hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = aliases.get(key, key)
-        if name not in fields:
-            raise JobError(f"{source}: unknown setting {key!r}; expected one of {', '.join(sorted(fields))}")
-        if value is None:
-            continue
-        try:
-            values[name] = _parse(value, hints[name])
-        except (TypeError, ValueError) as err:
-            raise JobError(f"{source}: setting {key!r}={value!r} is not a valid {_type_name(hints[name])}") from err
-    missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
-    if missing:
-        raise JobError(f"{source}: missing required setting(s) {', '.join(missing)}")
-    return cls(**values)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _parse(value: Any, tp: Any) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
-            return None
-        return _parse(value, inner[0])
-    if origin in (list, tuple):
-        (item_type, *_) = args or (str,)
-        if isinstance(value, str):
-            items = [v.strip() for v in value.split(",") if v.strip()] if value.strip() else []
-        else:
-            items = list(value)
-        return [_parse(v, item_type) for v in items]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("true", "1", "yes"):
-            return True
-        if text in ("false", "0", "no"):
-            return False
-        raise ValueError(value)
-    if tp is int:
-        if isinstance(value, bool):
-            raise ValueError(value)
-        if isinstance(value, str):
-            return int(value.strip())
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
-        return int(value)
-    if tp is float:
-        return float(value)
-    if tp is str:
-        return str(value)
-    return value
-
-
-def settings_from(cls: type[S], paths: JobPaths, cli_values: Mapping[str, Any]) -> S:
-    """Settings from hyperparameters.json, overridden by options given on the command line."""
-    merged: dict[str, Any] = dict(read_hyperparameters(paths))
-    merged.update({k: v for k, v in cli_values.items() if v is not None and v != ()})
-    return typed_settings(cls, merged, source=f"settings ({paths.hyperparameters} + command line)")
 
 
 def run_job(paths: JobPaths, body: Callable[[], None], *, name: str) -> None:

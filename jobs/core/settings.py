@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, TypeVar
 import click
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic.fields import FieldInfo
-from switchpoint.core.contract import JobError
+from switchpoint.core.contract import JobError, encode_value
 
 S = TypeVar("S", bound="JobSettings")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -159,15 +159,6 @@ def _metavar(field: FieldInfo) -> str:
         return "[" + "|".join(map(str, typing.get_args(literal))) + "]"
     args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
     return {int: "INTEGER", float: "NUMBER"}.get(args[0], "TEXT")
-
-
-def encode_value(value: Any) -> str:
-    """One setting as a hyperparameter string: lists comma-separated, bools true/false."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return ",".join(encode_value(v) for v in value)
-    return str(value)
 
 
 def hyperparameters(settings: JobSettings, *, only_set: bool = True) -> dict[str, str]:
