@@ -136,13 +136,22 @@ def main() -> dict:
     from switchpoint.core.predictions import Arm, prediction_record, write_predictions
     from switchpoint.score import job as score
 
+    # 20,000 records: 16 arms of 1,250 questions (the JSQuAD pairs cycled), as one sweep's score step sees them
+    per_arm, arms = 1_250, 16
+    job_preds = [jq_preds[i % JSQUAD_PAIRS] for i in range(per_arm)]
+    job_refs = [jq_refs[i % JSQUAD_PAIRS] for i in range(per_arm)]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "preds"
-        per_arm = 1_372
-        for a in range(0, JSQUAD_PAIRS, per_arm):
-            arm = Arm("finetune", "bench", a // per_arm, 0)
-            write_predictions(folder / arm.filename, [prediction_record(arm, f"q{i - a}", jq_preds[i], jq_refs[i])
-                                                      for i in range(a, min(a + per_arm, JSQUAD_PAIRS))])
+        for a in range(arms):
+            arm = Arm("finetune", "bench", a, 0)
+            write_predictions(folder / arm.filename, [prediction_record(arm, f"q{i}", job_preds[i], job_refs[i])
+                                                      for i in range(per_arm)])
+        # The metrics' own cost on the same 20,000 records: the floor the job is measured against.
+        metrics.clear_caches()
+        metrics_start = time.perf_counter()
+        for _ in range(arms):
+            metrics.score_batch(["exact_match", "f1", "f1_mecab"], job_preds, job_refs)
+        metrics_s = time.perf_counter() - metrics_start
         metrics.clear_caches()
         job_start = time.perf_counter()
         with contextlib.redirect_stderr(io.StringIO()):  # its progress bar and the (expected) notice
@@ -174,8 +183,9 @@ def main() -> dict:
         "xlsum_rouge_with_mecab": rate(XLSUM_PAIRS, xs),
         "bootstrap_10k_x_5k_s": secs(boot),
         "paired_bootstrap_10k_x_5k_s": secs(paired),
-        "job_jsquad_4_arms": {"records": job["records"], "wall_s": round(job_s, 3), "scoring_s": job["scoring_s"],
-                              "metrics": job["metrics"], "bootstrap": job["bootstrap"]},
+        "job_jsquad_20k": {"records": job["records"], "wall_s": round(job_s, 3), "scoring_s": job["scoring_s"],
+                           "metrics_only_s": round(metrics_s, 3), "job_over_metrics": round(job_s / metrics_s, 2),
+                           "metrics": job["metrics"], "bootstrap": job["bootstrap"]},
         "implementation": metrics.implementation(list(metrics.METRICS)),
         "repeats": REPEATS,
     }
@@ -210,8 +220,10 @@ if __name__ == "__main__":
         print(f"{key:26s} {r['median_pairs_per_s']:>10,.0f} pairs/s wall  {r['median_pairs_per_cpu_s']:>10,.0f} pairs/CPU-s")
     for key in ("bootstrap_10k_x_5k_s", "paired_bootstrap_10k_x_5k_s"):
         print(f"{key:26s} {res[key]['median']:.3f} s wall  {res[key]['median_cpu']:.3f} CPU-s")
-    print(f"score job, JSQuAD 4 arms ({res['job_jsquad_4_arms']['records']} records, 3 metrics, 10k resamples): "
-          f"{res['job_jsquad_4_arms']['wall_s']} s")
+    job = res["job_jsquad_20k"]
+    print(f"score job, JSQuAD {job['records']:,} records (16 arms, 3 metrics, 10k resamples): {job['wall_s']} s; "
+          f"the metrics alone {job['metrics_only_s']} s; job / metrics = {job['job_over_metrics']} "
+          f"({'met' if job['job_over_metrics'] <= 2 else 'MISSED'}: target <= 2)")
     for name, item in res["targets"].items():
         print(f"target {name}: {item['target']} -> wall {item['wall_median']} ({'met' if item['met_wall'] else 'MISSED'}), "
               f"CPU {item['cpu_median']} ({'met' if item['met_cpu'] else 'MISSED'})")

@@ -10,18 +10,12 @@ from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 from switchpoint.core import manifests
 from switchpoint.core.contract import JobError
 from switchpoint.core.datafolder import load_task_from_data, read_jsonl
-from switchpoint.core.predictions import (
-    PREDICTION_SCHEMA,
-    Arm,
-    check_record,
-    prediction_files,
-)
+from switchpoint.core.predictions import Arm, parse_record, prediction_files
 from switchpoint.core.store import open_store
 from switchpoint.score import metrics
 
@@ -122,40 +116,6 @@ def arm_key(arm: Arm) -> tuple:
     return (arm.kind, arm.model, arm.n, arm.seed, arm.variant or "")
 
 
-def _fits(value: Any, schema: dict) -> bool:
-    """Whether ``value`` fits the subset of JSON Schema the predictions contract uses (a fast path: the
-    contract's own validator, ``check_record``, runs only on a record that does not fit, for its message)."""
-    kinds = schema.get("type")
-    if kinds is not None:
-        kinds = [kinds] if isinstance(kinds, str) else kinds
-        if not any(_is(value, k) for k in kinds):
-            return False
-    if "enum" in schema and value not in schema["enum"]:
-        return False
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < schema.get("minimum", value):
-        return False
-    if isinstance(value, str) and len(value) < schema.get("minLength", 0):
-        return False
-    if isinstance(value, list) and "items" in schema:
-        return all(_fits(v, schema["items"]) for v in value)
-    if isinstance(value, dict) and "properties" in schema:
-        props = schema["properties"]
-        if not set(schema.get("required", [])) <= set(value):
-            return False
-        if schema.get("additionalProperties") is False and not set(value) <= set(props):
-            return False
-        return all(_fits(v, props[k]) for k, v in value.items() if k in props)
-    return True
-
-
-def _is(value: Any, kind: str) -> bool:
-    if kind == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, {"string": str, "null": type(None), "array": list, "object": dict, "boolean": bool}[kind])
-
-
 def iter_records(source: InputFile) -> Iterable[tuple[str, dict]]:
     """("file:line", record) of one predictions file, each record checked against the contract once."""
     try:
@@ -167,14 +127,7 @@ def iter_records(source: InputFile) -> Iterable[tuple[str, dict]]:
             if not line.strip():
                 continue
             where = f"{source.display}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise JobError(f"{where}: not valid JSON ({err.msg})") from None
-            if not _fits(record, PREDICTION_SCHEMA):
-                check_record(record, where)  # raises with the field and what was expected
-                raise JobError(f"{where}: not a predictions record (see the contract in core/predictions.py)")
-            yield where, record
+            yield where, parse_record(line, where)
 
 
 def read_records(inputs: Iterable[InputFile]) -> tuple[dict[Arm, ArmRecords], list[tuple[Arm, int]]]:
