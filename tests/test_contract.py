@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Annotated
 
 import pytest
 from pydantic import Field
@@ -16,6 +17,10 @@ from switchpoint.core.contract import (
     write_hyperparameters,
 )
 from switchpoint.core.settings import COMMAND_LINE, JobSettings, load_settings
+
+
+class Seeds(JobSettings):
+    seeds: list[Annotated[int, Field(ge=0)]] = Field([0], description="seeds")
 
 
 class Example(JobSettings):
@@ -63,6 +68,8 @@ def test_bad_hyperparameters_name_the_key_and_the_source():
         load_settings(Example, ("hp", {"model": "x"}))
     with pytest.raises(JobError, match="--learning-rate='inf' is invalid: Input should be a finite number"):
         load_settings(Example, ("hp", {"model": "x", "sizes": "2"}), (COMMAND_LINE, {"learning_rate": "inf"}))
+    with pytest.raises(JobError, match=r"--seeds='1,-1' is invalid.*expected comma-separated integers \(each >= 0\)"):
+        load_settings(Seeds, (COMMAND_LINE, {"seeds": "1,-1"}))
     with pytest.raises(JobError, match="hp: 'eval_size'='-1' is invalid.*>= 1"):
         load_settings(Example, ("hp", {"model": "x", "sizes": "2", "eval_size": "-1"}))
     with pytest.raises(JobError, match="at most|256"):

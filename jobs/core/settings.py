@@ -94,17 +94,27 @@ def load_settings(cls: type[S], *sources: tuple[str, Mapping[str, Any]]) -> S:
 
 def _describe(field: FieldInfo) -> str:
     text = _type_name(field.annotation)
-    bounds = [f"{op} {getattr(m, attr)}" for m in field.metadata
-              for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if getattr(m, attr, None) is not None]
+    bounds = _bounds(field.metadata)
     return text + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+def _bounds(metadata: list[Any]) -> list[str]:
+    """The numeric ranges among pydantic/annotated-types constraints, as ">= 0"-style text."""
+    return [f"{op} {getattr(m, attr)}" for m in metadata
+            for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if getattr(m, attr, None) is not None]
 
 
 def _type_name(annotation: Any) -> str:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     origin = typing.get_origin(annotation)
     if origin in (list, tuple):
-        item = {int: "integers", float: "numbers", str: "strings"}.get(args[0] if args else str, "values")
-        return f"comma-separated {item}"
+        inner = args[0] if args else str
+        bounds = ""
+        if typing.get_origin(inner) is typing.Annotated:  # e.g. Annotated[int, Field(ge=0)]: each item's range
+            inner, *meta = typing.get_args(inner)
+            bounds = ", ".join(_bounds([c for m in meta for c in getattr(m, "metadata", [m])]))
+        item = {int: "integers", float: "numbers", str: "strings"}.get(inner, "values")
+        return f"comma-separated {item}" + (f" (each {bounds})" if bounds else "")
     if typing.get_origin(annotation) is typing.Literal:
         return "one of " + ", ".join(map(str, typing.get_args(annotation)))
     if args and origin is not None:
