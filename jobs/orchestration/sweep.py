@@ -1,8 +1,10 @@
-"""Orchestration: ``switchpoint run``, ``plan`` and ``status``. It only moves folders.
+"""``switchpoint run``: a sweep's steps in stage order, moving folders between the store and the jobs.
 
 A sweep for one task is five stages: data -> train (one job per model) -> infer-local (per model)
-and infer-bedrock (per API model) -> score -> report. A step whose output prefix in the store has
-``_SUCCESS`` is skipped, so a sweep killed at any point and started again does only what is left.
+and infer-bedrock (per API model) -> score -> report. The pre-flight (plan.py) runs first. A step
+whose marker is complete and whose fingerprint (settings, input markers; freshness.py) is unchanged
+is skipped, so a sweep killed at any point and started again does only what is left; a step whose
+inputs or settings changed runs again. With ``--adaptive`` the sweep runs in rounds (rounds.py).
 """
 
 from __future__ import annotations
