@@ -190,7 +190,7 @@ def gpu_memory(sweep: dict, steps: list[Step], found: Any) -> None:
     for step in steps:
         if not step.gpu or step.job not in ("train", "infer-local"):
             continue
-        model = step.hyperparameters["model"] if step.kind == "training" else step.args[step.args.index("--model") + 1]
+        model = step.model
         entry = entries[model]
         have = per_gpu_gib(prices, step.instance_type)
         if have is None:

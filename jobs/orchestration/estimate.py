@@ -134,12 +134,11 @@ def estimate_plan(sweep: dict, task: dict) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"step": step.name, "job": step.job, "instance": step.instance_type, "hours": 0.0,
                                "usd": 0.0, "api_records": 0, "api_input_tokens": 0, "api_output_tokens": 0}
         if step.job == "train":
-            row["hours"] = _train_hours(sweep, step, entries[step.hyperparameters["model"]], sizes, lengths, tflops)
+            row["hours"] = _train_hours(sweep, step, entries[step.model], sizes, lengths, tflops)
         elif step.job == "infer-local":
-            model = step.args[step.args.index("--model") + 1]
-            row["hours"] = _infer_hours(sweep, task, entries[model], sizes, lengths, tflops)
+            row["hours"] = _infer_hours(sweep, task, entries[step.model], sizes, lengths, tflops)
         elif step.job == "infer-bedrock":
-            api = api_estimate(sweep, task, step.args[step.args.index("--api-model") + 1], lengths)
+            api = api_estimate(sweep, task, step.model, lengths)
             row.update(api_records=api["records"], api_input_tokens=api["input_tokens"],
                        api_output_tokens=api["output_tokens"], usd=api["usd"], mode=api["mode"])
         else:

@@ -39,6 +39,7 @@ class Step:
     spot: bool = False
     max_runtime_s: int = 86400
     stage: int = 0                 # steps of one stage may run in parallel; stages run in order
+    model: str | None = None       # the open or API model a train/infer step is for (None: data, score, report)
 
     @property
     def checkpoints(self) -> str | None:
@@ -140,7 +141,7 @@ def _model_steps(sweep: dict, task: dict, model: str, entry: dict) -> list[Step]
     # The model's own instance (a 13B model needs more GPU memory) wins over the sweep-wide default.
     train_instance = (entry.get("instance_type") or train["instance_type"]) if on_gpu else "local"
     steps = [Step(
-        name=layout.train_step(model), job="train", image="train", kind="training", inputs={"data": layout.DATA},
+        name=layout.train_step(model), model=model, job="train", image="train", kind="training", inputs={"data": layout.DATA},
         output=layout.train_prefix(model), hyperparameters=train_hyperparameters(sweep, task, model, entry),
         instance_type=train_instance, gpu=on_gpu, spot=bool(train["spot"]) and on_gpu,
         max_runtime_s=int(train["max_runtime_s"]), stage=1,
@@ -156,7 +157,7 @@ def _model_steps(sweep: dict, task: dict, model: str, entry: dict) -> list[Step]
     if bool(train.get("load_in_4bit")) or bool(entry.get("load_in_4bit")):
         args += ["--load-in-4bit", "true"]  # evaluate adapters on the 4-bit base they were trained on
     steps.append(Step(
-        name=layout.infer_local_step(model), job="infer-local", image="infer-local", kind="processing",
+        name=layout.infer_local_step(model), model=model, job="infer-local", image="infer-local", kind="processing",
         inputs={"data": layout.DATA, "adapters": layout.adapters_prefix(model)},
         output=layout.local_predictions_prefix(model), args=args,
         instance_type=(entry.get("instance_type") or infer["instance_type"]) if on_gpu else "local", gpu=on_gpu, stage=2,
@@ -181,7 +182,7 @@ def _bedrock_step(sweep: dict, task: dict, api_model: str) -> Step:
     # Every paid answer is saved there before the next request, so a killed step never pays twice.
     args += ["--state", f"{RUN_STORE}/{layout.bedrock_state_prefix(api_model)}"]
     return Step(
-        name=layout.infer_bedrock_step(api_model), job="infer-bedrock", image="infer-bedrock", kind="processing",
+        name=layout.infer_bedrock_step(api_model), model=api_model, job="infer-bedrock", image="infer-bedrock", kind="processing",
         inputs={"data": layout.DATA}, output=layout.bedrock_predictions_prefix(api_model), args=args,
         instance_type=sweep["score"]["instance_type"], stage=2,
     )

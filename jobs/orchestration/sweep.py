@@ -104,15 +104,15 @@ def select_steps(steps: list[Step], job: str, models: tuple[str, ...]) -> list[S
         chosen = [s for s in steps if s.job == job]
     if models:
         chosen = [s for s in chosen if s.job not in ("train", "infer-local", "infer-bedrock")
-                  or any(s.name.endswith(f"-{m}") for m in models)]
+                  or s.model in models]
     return chosen
 
 
 def report_inputs(sweep: dict, task: dict, steps: list[Step]) -> list[str]:
     """Every file the report step reads (layout.RunContents), so it is staged nothing else."""
     contents = layout.RunContents(
-        models=tuple(s.name.removeprefix("train-") for s in steps if s.job == "train"),
-        api_models=tuple(s.name.removeprefix("infer-bedrock-") for s in steps if s.job == "infer-bedrock"),
+        models=tuple(s.model for s in steps if s.job == "train"),
+        api_models=tuple(s.model for s in steps if s.job == "infer-bedrock"),
         sizes=tuple(manifests.sweep_sizes(sweep, task["name"])), seeds=tuple(sweep["seeds"]))
     return contents.report_inputs()
 
