@@ -46,6 +46,8 @@ def check_safetensors(path: Path) -> None:
             if length > size - 8:
                 raise ValueError(f"header of {length} bytes in a {size}-byte file")
             header = json.loads(handle.read(length))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
         end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
     except (OSError, struct.error, ValueError, KeyError, TypeError, IndexError) as err:
         raise JobError(f"{path}: not a readable safetensors file ({err}); re-run `switchpoint train` for it") from None

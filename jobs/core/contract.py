@@ -85,7 +85,7 @@ def read_hyperparameters(paths: JobPaths) -> dict[str, str]:
         raise JobError(f"{path}: not readable as JSON ({err})") from err
     if not isinstance(raw, dict):
         raise JobError(f"{path}: expected a JSON object of hyperparameters, got {type(raw).__name__}")
-    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+    return {str(k): v if isinstance(v, str) else encode_value(v) for k, v in raw.items()}
 
 
 def write_hyperparameters(paths: JobPaths, values: Mapping[str, Any]) -> dict[str, str]:

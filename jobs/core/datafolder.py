@@ -28,16 +28,25 @@ def read_jsonl(path: Path) -> list[dict]:
     return out
 
 
-def load_task_from_data(data_dir: Path) -> dict:
-    path = Path(data_dir) / "task.json"
+def _read_object(path: Path) -> dict:
+    """A JSON object the data job wrote; a missing or damaged file is a one-line error naming it."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise JobError(f"{path}: missing; the data channel must be the output of `switchpoint data`") from err
+    except json.JSONDecodeError as err:
+        raise JobError(f"{path}: not valid JSON ({err.msg}); re-run the data step") from err
+    if not isinstance(value, dict):
+        raise JobError(f"{path}: expected a JSON object; re-run the data step")
+    return value
+
+
+def load_task_from_data(data_dir: Path) -> dict:
+    return _read_object(Path(data_dir) / "task.json")
 
 
 def data_info(data_dir: Path) -> dict:
-    return json.loads((Path(data_dir) / "data.json").read_text(encoding="utf-8"))
+    return _read_object(Path(data_dir) / "data.json")
 
 
 def read_eval_set(data_dir: Path) -> list[dict]:
@@ -51,8 +60,8 @@ def read_train_set(data_dir: Path, seed: int, n: int) -> list[dict]:
     path = Path(data_dir) / "train" / f"seed={seed}" / f"n={n}.jsonl"
     if not path.exists():
         info = data_info(data_dir)
-        raise JobError(f"{path}: no training set for seed={seed}, N={n}; the data job prepared sizes {info['sizes']} "
-                       f"and seeds {info['seeds']}")
+        raise JobError(f"{path}: no training set for seed={seed}, N={n}; the data job prepared sizes "
+                       f"{info.get('sizes')} and seeds {info.get('seeds')}")
     return read_jsonl(path)
 
 
@@ -63,12 +72,7 @@ SWEEP_FILE = "sweep.json"  # the resolved sweep the data folder was prepared for
 
 def _resolved(data_dir: Path, name: str) -> dict | None:
     path = Path(data_dir) / name
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise JobError(f"{path}: unreadable ({err}); re-run the data step") from err
+    return _read_object(path) if path.exists() else None
 
 
 def model_entry(data_dir: Path, name: str) -> dict:

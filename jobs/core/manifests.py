@@ -151,6 +151,7 @@ def _check_task_fields(task: dict, path: Path) -> None:
 
 
 MODEL_NAME = r"[a-z0-9][a-z0-9._-]*"
+TINY_FAMILIES = ("gpt_neox", "llama")  # the families core/tiny.py builds
 MODEL_ENTRY_SCHEMA: dict[str, Any] = MODELS_SCHEMA["properties"]["models"]["additionalProperties"]
 
 
@@ -159,6 +160,9 @@ def _check_model(name: str, entry: dict, where: str) -> dict:
         raise ManifestError(f"{where}: model {name!r}: source 'hub' needs hub_id")
     if entry["source"] == "local" and "path" not in entry:
         raise ManifestError(f"{where}: model {name!r}: source 'local' needs path")
+    if entry["source"] == "tiny" and entry["family"] not in TINY_FAMILIES:
+        raise ManifestError(f"{where}: model {name!r}: a tiny model's family must be one of {', '.join(TINY_FAMILIES)}, "
+                            f"got {entry['family']!r}")
     return entry
 
 
@@ -291,15 +295,6 @@ def prepared_sizes(sweep: dict, task_name: str) -> list[int]:
         shots = sweep["fewshot_api"]["shots"]
         sizes.update(shots if shots is not None else sweep_sizes(sweep, task_name))
     return sorted(sizes)
-
-
-def manifest_ref(manifest: dict, folder: str) -> str:
-    """How a job in a container should name this manifest: its name when it ships with the package
-    (every image has it), else its path (which only a local run can read)."""
-    path = Path(manifest["manifest_path"]).resolve()
-    if path == (manifest_dir() / folder / f"{manifest['name']}.yaml").resolve():
-        return manifest["name"]
-    return str(path)
 
 
 def sweep_sizes(sweep: dict, task_name: str) -> list[int]:

@@ -78,6 +78,9 @@ def load_base(entry: dict, data_dir: Path | None, *, load_in_4bit: bool = False,
         raise JobError(f"model {entry['name']}: 4-bit/8-bit loading needs a CUDA GPU (bitsandbytes); this job runs on {device}")
     if entry["source"] == "tiny":
         from switchpoint.core.datafolder import load_task_from_data
+
+        if data_dir is None:
+            raise JobError(f"model {entry['name']}: a tiny model is built from a data folder; none given")
         from switchpoint.core.tiny import build_tiny
 
         task = load_task_from_data(data_dir)

@@ -149,8 +149,7 @@ def parse_record(line: str | bytes, where: str) -> dict[str, Any]:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise JobError(f"{where}: not valid JSON ({err.msg})") from None
-        check_record(record, where)  # raises with the field and what was expected
-        raise JobError(f"{where}: not a predictions record (see the contract in core/predictions.py)") from None
+        raise _contract_error(record, where) from None
 
 
 @functools.lru_cache(maxsize=1)
@@ -161,12 +160,23 @@ def _validator():
 
 
 def check_record(record: Any, where: str) -> dict[str, Any]:
+    """``record`` if it meets the contract (the same compiled check readers use), else a JobError."""
+    try:
+        _RECORD.validate_python(record)
+    except ValidationError:
+        raise _contract_error(record, where) from None
+    return record
+
+
+def _contract_error(record: Any, where: str) -> JobError:
+    """The error for a record that fails the contract: the field and what was expected, in the JSON
+    schema's words (readable), else a general sentence (a value only the strict check refuses)."""
     errors = list(_validator().iter_errors(record))
     if errors:
         err = errors[0]
         field = ".".join(str(p) for p in err.absolute_path) or "(record)"
-        raise JobError(f"{where}: field {field}: {err.message}")
-    return record
+        return JobError(f"{where}: field {field}: {err.message}")
+    return JobError(f"{where}: not a predictions record (strict types: integers, not 3.0; see core/predictions.py)")
 
 
 def write_predictions(path: Path, records: Iterable[dict[str, Any]]) -> int:

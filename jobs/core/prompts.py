@@ -163,10 +163,10 @@ def format_prompt(model_entry: dict, system: str, turns: list[Turn], tokenizer: 
             text = tokenizer.apply_chat_template([messages[0], first, *turns[1:]], tokenize=False,
                                                  add_generation_prompt=True)
         return text  # a literal BOS the template writes stays: the card tokenises this text as it is
-    try:
-        return NAMED_TEMPLATES[fmt](system, turns)
-    except KeyError:
-        raise JobError(f"model {model_entry.get('name')!r}: unknown prompt_format {fmt!r}") from None
+    layout = NAMED_TEMPLATES.get(fmt)
+    if layout is None:
+        raise JobError(f"model {model_entry.get('name')!r}: unknown prompt_format {fmt!r}")
+    return layout(system, turns)
 
 
 def model_prompt(task: dict, model_entry: dict, example: dict, shots: Sequence[dict] = (), tokenizer: Any = None,

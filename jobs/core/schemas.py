@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from switchpoint.core.prompts import PROMPT_FORMATS
+
 _SOURCE = {
     "type": "object",
     "required": ["uri", "format"],
@@ -125,8 +127,7 @@ MODELS_SCHEMA: dict[str, Any] = {
                     "params_b": {"type": "number"},
                     "context_length": {"type": "integer", "minimum": 16},
                     "lora_target_modules": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-                    "prompt_format": {"enum": ["chat-template", "alpaca", "swallow", "rinna", "rinna-bilingual", "plain",
-                                               "elyza", "llama2"]},
+                    "prompt_format": {"enum": list(PROMPT_FORMATS)},
                     "add_bos": {"type": "boolean"},
                     "newline": {"type": "string", "minLength": 1},
                     "tokenizer": {"enum": ["auto", "sentencepiece"]},

@@ -104,10 +104,11 @@ class Store:
         if not self.exists(SUCCESS):
             return None
         raw = self.read_json(SUCCESS)
-        files = raw.get("files", []) if isinstance(raw, dict) else []
+        base = raw if isinstance(raw, dict) else {}
+        files = base.get("files", []) if isinstance(raw, dict) else raw
         if isinstance(files, list):
             files = {str(name): {} for name in files}
-        return {**raw, "files": files}
+        return {**base, "files": files}
 
     def incomplete_reason(self, marker: dict[str, Any] | None = None) -> str | None:
         """Why this prefix is not complete (no marker, a listed file missing or resized), or None."""

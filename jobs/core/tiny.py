@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+from switchpoint.core.contract import JobError
+
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 
@@ -39,7 +41,7 @@ def tiny_config(family: str, vocab_size: int, context_length: int, hidden: int =
         return GPTNeoXConfig(intermediate_size=hidden * 4, rotary_pct=1.0, **common)
     if family == "llama":
         return LlamaConfig(intermediate_size=hidden * 3, num_key_value_heads=heads, **common)
-    raise ValueError(f"no tiny config for family {family!r}; use gpt_neox or llama")
+    raise JobError(f"no tiny config for family {family!r}; use gpt_neox or llama")
 
 
 def build_tiny(family: str, texts: Iterable[str], *, seed: int = 0, context_length: int = 4096, vocab_size: int = 2048):
