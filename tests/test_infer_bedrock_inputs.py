@@ -84,7 +84,7 @@ CASES = [
      ["eval.jsonl:2: not valid JSON"]),
     ("eval example without an id", [], _write("eval.jsonl", '{"references": ["x"]}\n'), ["eval.jsonl", "no 'id'"]),
     ("shot file with a broken line", [], _write("train/seed=0/n=2.jsonl", "{oops\n"), ["n=2.jsonl:1: not valid JSON"]),
-    ("corrupt models.json in the data folder", [], _write(MODELS_FILE, "[1,"), [MODELS_FILE, "unreadable"]),
+    ("corrupt models.json in the data folder", [], _write(MODELS_FILE, "[1,"), [MODELS_FILE, "not valid JSON"]),
     ("models.json entry missing batch", [], lambda tmp_path, data: (data / MODELS_FILE).write_text(json.dumps(
         {"models": {}, "api_models": {API: {"bedrock_model_id": "x", "context_window": 10}}}), encoding="utf-8"),
      [MODELS_FILE, "is required but missing"]),

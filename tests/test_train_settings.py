@@ -169,3 +169,14 @@ def test_training_with_micro_batches_and_grouping_records_its_padding(jsquad_dat
     assert (metrics["batch_size"], metrics["micro_batch_size"], metrics["optimizer_steps"]) == (4, 2, 2)
     assert 0 <= metrics["padding_fraction"] < 0.5 and metrics["hyperparameters"]["group_by_length"] is True
     assert "threads" not in metrics["hyperparameters"]
+
+
+def test_a_seed_the_data_folder_lacks_is_refused_not_skipped(jsquad_data):
+    from switchpoint.core.contract import JobError
+    from switchpoint.core.settings import load_settings
+    from switchpoint.train.job import plan
+    from switchpoint.train.settings import Settings
+
+    settings = load_settings(Settings, ("test", {"model": "tiny-gpt-neox", "seeds": "0,5", "sizes": "2"}))
+    with pytest.raises(JobError, match=r"--seeds 5: not prepared in the data folder .* \(it has 0, 1\)"):
+        plan(settings, jsquad_data)

@@ -33,10 +33,7 @@ class S3Store(Store):
     @property
     def client(self):
         if self._client is None:
-            try:
-                import boto3
-            except ImportError as err:  # the core install has no boto3; the aws extra does
-                raise JobError("an s3:// store needs boto3: pip install 'switchpoint[aws]'") from err
+            boto3 = import_boto3("an s3:// store")
             # boto3 honours AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 (moto's server in tests).
             self._client = boto3.client("s3")
         return self._client
@@ -134,3 +131,12 @@ class S3Store(Store):
             keys = [self._key(rel)]
         for key in keys:
             self._call(f"delete {key[own:]!r}", self.client.delete_object, Bucket=self.bucket, Key=key)
+
+
+def import_boto3(needed_for: str, extra: str = "aws") -> Any:
+    """boto3, or a one-line error naming the extra that brings it (the core install has no boto3)."""
+    try:
+        import boto3
+    except ImportError as err:
+        raise JobError(f"{needed_for} needs boto3: pip install 'switchpoint[{extra}]'") from err
+    return boto3

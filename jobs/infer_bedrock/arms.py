@@ -79,13 +79,15 @@ def plan_arms(settings: Settings, data_dir: Path, api_model: dict) -> tuple[dict
         variant_spec(task, variant)  # unknown variant -> JobError naming the known ones
     max_tokens = max_output_tokens(task, api_model)
     plans: list[ArmPlan] = []
-    up_to = data_info(data_dir).get("seeds_up_to_n")  # above it only the smallest seed has shots
+    info = data_info(data_dir)  # above seeds_up_to_n only the smallest prepared seed has shots
+    train_sets: dict[tuple[int, int], list[dict]] = {}
     for variant in variants:
         for seed in seeds:
-            for n in (k for k in shots if seed in manifests.seeds_at(k, seeds, up_to)):
+            for n in (k for k in shots if seed in manifests.seeds_at(k, info["seeds"], info.get("seeds_up_to_n"))):
                 arm = Arm("fewshot-api", api_model["name"], n, seed, variant)
-                requests = build_arm_requests(task, arm, len(plans), eval_set, read_train_set(data_dir, seed, n),
-                                              max_tokens)
+                if (seed, n) not in train_sets:  # the same shots serve every variant: read them once
+                    train_sets[seed, n] = read_train_set(data_dir, seed, n)
+                requests = build_arm_requests(task, arm, len(plans), eval_set, train_sets[seed, n], max_tokens)
                 plan = ArmPlan(arm, requests)
                 plan.skipped = context_guard(requests, max_tokens, api_model, n)
                 plan.mode, _ = arm_mode(api_model, settings, len(requests))

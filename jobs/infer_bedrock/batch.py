@@ -99,7 +99,10 @@ def read_job_outputs(job: dict) -> tuple[dict[str, Answer], dict | None]:
     manifest = None
     for rel in out.list():
         if rel.endswith("manifest.json.out"):
-            manifest = json.loads(out.read_text(rel))
+            try:
+                manifest = json.loads(out.read_text(rel))
+            except json.JSONDecodeError as err:
+                raise JobError(f"{out.uri}/{rel}: not valid JSON ({err.msg})") from err
         elif rel.endswith(".jsonl.out"):
             for lineno, line in enumerate(out.read_text(rel).splitlines(), start=1):
                 if not line.strip():

@@ -34,6 +34,7 @@ from switchpoint.core.contract import JobError, job_paths, read_hyperparameters,
 from switchpoint.core.datafolder import MODELS_FILE, api_model_entry
 from switchpoint.core.settings import COMMAND_LINE, load_settings, options
 from switchpoint.core.store import S3Store, open_store
+from switchpoint.core.store_s3 import import_boto3
 from switchpoint.infer_bedrock.arms import (
     plan_arms,
     print_plan,
@@ -187,13 +188,12 @@ def _work(ctx: Context, batch_needed: dict, on_demand: dict) -> tuple[dict, list
 
 
 def _has_credentials(region: str | None) -> bool:
-    import boto3
-
+    boto3 = import_boto3("infer-bedrock", "infer-bedrock")
     return boto3.Session(region_name=region).get_credentials() is not None
 
 
 def _connect(ctx: Context) -> None:
-    import boto3
+    boto3 = import_boto3("infer-bedrock", "infer-bedrock")
     from botocore.config import Config
 
     settings = ctx.settings

@@ -96,7 +96,7 @@ def plan(settings: Settings, data_dir: Path, adapters_dir: Path, entry: dict,
     if load_in_4bit and not _cuda():
         raise JobError("--load-in-4bit true needs a CUDA GPU (bitsandbytes) and none is visible; "
                        "use --load-in-4bit false on this machine")
-    passes = plan_passes(settings, settings.model, sizes, seeds, shots, info.get("seeds_up_to_n"))
+    passes = plan_passes(settings, settings.model, sizes, seeds, shots, info.get("seeds_up_to_n"), info["seeds"])
     probe = modeling.BaseModel(None, None, entry, modeling.fingerprint(entry, data_dir), "", "")
     check_adapters(passes, adapters_dir, probe, load_in_4bit, notice)
     return Plan(task, entry, read_eval_set(data_dir), passes, engine, reason,

@@ -60,9 +60,10 @@ def adapter_dir(adapters_dir: Path, seed: int, n: int) -> Path:
 
 
 def plan_passes(settings: Settings, model_key: str, sizes: list[int], seeds: list[int],
-                shots: list[int], seeds_up_to_n: int | None = None) -> list[Pass]:
+                shots: list[int], seeds_up_to_n: int | None = None, prepared_seeds: list[int] | None = None) -> list[Pass]:
     """Passes in run order: the base model's passes first (before any adapter is attached).
-    Above ``seeds_up_to_n`` (data.json) only the smallest seed has a training set, so only it runs."""
+    Above ``seeds_up_to_n`` (data.json) only the smallest *prepared* seed has a training set, so only it runs."""
+    prepared = prepared_seeds if prepared_seeds is not None else seeds
     passes: dict[tuple, Pass] = {}
 
     def add(adapter, shot_key, arm):
@@ -71,11 +72,11 @@ def plan_passes(settings: Settings, model_key: str, sizes: list[int], seeds: lis
     for seed in seeds:
         if "finetune" in settings.arms:
             for n in sizes:
-                if seed in manifests.seeds_at(n, seeds, seeds_up_to_n):
+                if seed in manifests.seeds_at(n, prepared, seeds_up_to_n):
                     add((seed, n) if n > 0 else None, None, Arm("finetune", model_key, n, seed))
         if "fewshot-local" in settings.arms:
             for k in shots:
-                if seed in manifests.seeds_at(k, seeds, seeds_up_to_n):
+                if seed in manifests.seeds_at(k, prepared, seeds_up_to_n):
                     add(None, (seed, k) if k > 0 else None, Arm("fewshot-local", model_key, k, seed))
     return [passes[key] for key in sorted(passes)]
 

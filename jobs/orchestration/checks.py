@@ -261,7 +261,11 @@ def _spec(step: Step, sweep: dict, run: Any, role: str, options: dict, found: An
 
 
 def _validate_spec(step: Step, spec: dict, found: Any) -> None:
-    import botocore.session
+    try:
+        import botocore.session
+    except ImportError:
+        found.problem("checking SageMaker job specs needs botocore: pip install 'switchpoint[aws]'")
+        return
     from botocore.exceptions import ParamValidationError
     from botocore.validate import validate_parameters
 

@@ -17,6 +17,7 @@ from typing import Any
 from switchpoint.core import layout
 from switchpoint.core.contract import JobError
 from switchpoint.core.store import S3Store, Store
+from switchpoint.core.store_s3 import import_boto3
 from switchpoint.orchestration.records import Heartbeat, record_run
 from switchpoint.orchestration.runners import (
     CONTAINER_ROOT,
@@ -156,9 +157,13 @@ def run_sagemaker(step: Step, run: Store, sweep: dict, *, role_arn: str | None =
     image = image_uri(step, sweep, registry)
     _check(step, run, image)
     assert isinstance(run, S3Store)
-    import boto3
-
-    sm = client or boto3.client("sagemaker", region_name=sweep["sagemaker"]["region"] or None)
+    if client is None:
+        try:
+            client = import_boto3("the sagemaker backend").client("sagemaker", region_name=sweep["sagemaker"]["region"] or None)
+        except Exception as err:  # noqa: BLE001 - e.g. NoRegionError: one sentence, not a traceback
+            raise JobError(f"step {step.name}: cannot open a SageMaker client ({type(err).__name__}: {err}); "
+                           "set sagemaker.region in the sweep or AWS_REGION") from err
+    sm = client
     role = sagemaker_role(sweep, role_arn)
     name = job_name(step, f"sp-{sweep['name']}")
     if step.kind == "training":

@@ -65,6 +65,10 @@ def plan(settings: Settings, data_dir: Path) -> tuple[dict, Settings, dict[tuple
     resolved = resolve(settings, entry)
     sizes = [n for n in (settings.sizes if settings.sizes is not None else info["sizes"]) if n > 0]
     seeds = settings.seeds if settings.seeds is not None else info["seeds"]
+    missing = [seed for seed in seeds if seed not in info["seeds"]]
+    if missing:
+        raise JobError(f"--seeds {','.join(map(str, missing))}: not prepared in the data folder {data_dir} (it has "
+                       f"{', '.join(map(str, info['seeds']))}); re-run the data step with them")
     # A sweep may draw extra seeds only at small N (data.json's seeds_up_to_n): larger N use the smallest seed.
     sets = {(seed, n): read_train_set(data_dir, seed, n) for seed in seeds for n in sorted(set(sizes))
             if seed in manifests.seeds_at(n, info["seeds"], info.get("seeds_up_to_n"))}
