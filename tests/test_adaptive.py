@@ -130,3 +130,8 @@ def test_the_adaptive_smoke_sweep_runs_offline_end_to_end_and_trains_only_what_i
     assert trained == {f"n={n}" for n in record["rounds"][-1]["sizes"]["tiny-gpt-neox"] if n > 0}
     assert record["sizes_run"] < record["grid_sizes"]  # the grid runs to 64; the answer was settled earlier
     assert run.child("report").is_complete()
+    from switchpoint.core import manifests
+    from switchpoint.orchestration.status import step_status
+
+    states = step_status(manifests.load_sweep("smoke-adaptive"), manifests.load_task("toy-ja"), open_store(tmp_path))
+    assert {r["state"] for r in states} == {"done"}, states  # the last round's sizes, not the grid, are current

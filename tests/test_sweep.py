@@ -108,6 +108,12 @@ def test_smoke_sweep_through_s3_with_the_bedrock_fake(tmp_path, s3_bucket, bedro
     html = run.read_text("report/report.html")
     assert "data:image/png;base64," in html
     assert not (tmp_path / "runs").exists()  # every hand-over went through S3
+    # status resolves the sweep as run did (the default API budget it added): every step done, none stale
+    from switchpoint.orchestration.status import step_status
+
+    assert {r["step"]: r["state"] for r in step_status(sweep, task, store)} == {
+        s: "done" for s in ("data", "train-tiny-gpt-neox", "infer-local-tiny-gpt-neox",
+                            "infer-bedrock-claude-haiku-4.5", "score", "report")}
 
 
 def test_a_users_own_task_runs_the_whole_smoke_sweep(tmp_path):

@@ -17,7 +17,10 @@ from switchpoint.core import layout, manifests, pricing
 from switchpoint.core.contract import job_paths, run_job
 from switchpoint.core.store import Store, open_store
 from switchpoint.orchestration import freshness
+from switchpoint.orchestration.plan import Findings, with_default_budget
 from switchpoint.orchestration.records import lost_reason, read_record
+from switchpoint.orchestration.rounds import RECORD as ROUNDS_RECORD
+from switchpoint.orchestration.rounds import ROUND_SIZES
 from switchpoint.orchestration.steps import Step, plan_steps
 from switchpoint.orchestration.sweep import (
     _tasks_for,
@@ -56,14 +59,27 @@ def _where(record: dict) -> str:
     return f"on {record.get('host', '?')} pid {record.get('pid', '?')}{age}{job}"
 
 
+def as_run_resolved_it(sweep: dict, task: dict, run: Store) -> dict:
+    """The sweep as ``run`` resolved it, so unchanged steps are not reported stale: the default API
+    budget the pre-flight adds, and an adaptive sweep's last round of sizes per model."""
+    sweep = with_default_budget(sweep, task, Findings())
+    if run.exists(ROUNDS_RECORD):
+        rounds = run.read_json(ROUNDS_RECORD).get("rounds") or []
+        if rounds:
+            sweep = {**sweep, ROUND_SIZES: rounds[-1]["sizes"]}
+    return sweep
+
+
 def step_status(sweep: dict, task: dict, store: Store) -> list[dict[str, Any]]:
     prices = manifests.load_prices()
     run = run_root(store, sweep, task)
+    written, sweep = sweep, as_run_resolved_it(sweep, task, run)
     steps = plan_steps(sweep, task)
     rows = []
     for step in steps:
         record = read_record(run, step.name)
-        state, why = _state(step, run, record, steps, sweep, task)
+        # run fingerprints the data step from the sweep as written (before the pre-flight's defaults)
+        state, why = _state(step, run, record, steps, written if step.kind == "local" else sweep, task)
         seconds = record.get("billable_s") or record.get("wall_s") or 0.0
         job = pricing.JobTime(step.instance_type, record.get("wall_s"), record.get("billable_s"), step.spot)
         usd = pricing.spent_usd(job, prices) if state in ("done", "stale", "failed", "incomplete") else 0.0
@@ -77,7 +93,8 @@ def step_status(sweep: dict, task: dict, store: Store) -> list[dict[str, Any]]:
 
 @click.command("status", context_settings={"show_default": True})
 @_with_common
-def status_command(sweep_name, tasks, store):
+@click.option("--models-file", default=None, help="The YAML of your own models that `run` was given, if any.")
+def status_command(sweep_name, tasks, store, models_file):
     """Print a table of the sweep's steps: done / stale / incomplete / running / killed / failed /
     pending, with the cost spent so far. killed: marked running by a runner that is gone (its pid on
     this host, or no heartbeat from another host for 10 minutes); stale: complete, but its inputs or
@@ -85,7 +102,7 @@ def status_command(sweep_name, tasks, store):
     paths = job_paths()
 
     def body() -> None:
-        sweep = manifests.load_sweep(sweep_name)
+        sweep = manifests.load_sweep(sweep_name, models_file=models_file)
         target = open_store(store)
         for task in _tasks_for(sweep, tasks):
             rows = step_status(sweep, task, target)
