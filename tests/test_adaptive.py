@@ -49,7 +49,7 @@ def gpu_hours(model: str, n: int) -> float:
 def observe(model: str, sizes: set[int]) -> ModelRound:
     means = {n: mean_at(model, n) for n in sizes}
     matches = {tier: {n: means[n] - level - 1.96 * SE_DIFF >= -MARGIN for n in sizes} for tier, level in LEVELS.items()}
-    return ModelRound(model, means, {n: gpu_hours(model, n) for n in sizes}, {n: 1 for n in sizes}, matches)
+    return ModelRound(model, means, {n: gpu_hours(model, n) for n in sizes}, matches)
 
 
 def grid_n_star(model: str, tier: str) -> int | None:
@@ -63,7 +63,7 @@ def simulate() -> tuple[dict[str, set[int]], dict[str, str]]:
         rounds = {m: observe(m, measured[m]) for m in CURVES if m not in stops}
         if not rounds:
             break
-        for d in decide(rounds, LEVELS, GRID, margin=MARGIN, seeds=[0], max_seeds=1):
+        for d in decide(rounds, LEVELS, GRID, margin=MARGIN):
             if d.stop:
                 stops[d.model] = d.stop
             measured[d.model].update(d.sizes)
@@ -107,10 +107,9 @@ def test_persistence_is_required(matches, expected):
 
 
 def test_a_worse_and_costlier_model_is_stopped_as_dominated():
-    cheap = ModelRound("a", {2: 50.0, 4: 60.0}, {2: 1.0, 4: 2.0}, {2: 1, 4: 1}, {"t": {2: False, 4: False}})
-    dear = ModelRound("b", {2: 40.0, 4: 55.0}, {2: 3.0, 4: 6.0}, {2: 1, 4: 1}, {"t": {2: False, 4: False}})
-    decisions = {d.model: d for d in decide({"a": cheap, "b": dear}, {"t": 90.0}, GRID, margin=1.0, seeds=[0],
-                                            max_seeds=1)}
+    cheap = ModelRound("a", {2: 50.0, 4: 60.0}, {2: 1.0, 4: 2.0}, {"t": {2: False, 4: False}})
+    dear = ModelRound("b", {2: 40.0, 4: 55.0}, {2: 3.0, 4: 6.0}, {"t": {2: False, 4: False}})
+    decisions = {d.model: d for d in decide({"a": cheap, "b": dear}, {"t": 90.0}, GRID, margin=1.0)}
     assert decisions["b"].stop and "dominated by a" in decisions["b"].stop
     assert decisions["a"].stop is None and decisions["a"].sizes == [8]
 
@@ -135,3 +134,18 @@ def test_the_adaptive_smoke_sweep_runs_offline_end_to_end_and_trains_only_what_i
 
     states = step_status(manifests.load_sweep("smoke-adaptive"), manifests.load_task("toy-ja"), open_store(tmp_path))
     assert {r["state"] for r in states} == {"done"}, states  # the last round's sizes, not the grid, are current
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "train", "--adaptive"], "cannot run the train step alone"),
+    (["run", "sweep", "--adaptive", "--model", "tiny-gpt-neox"], "without --model and --force"),
+    (["run", "sweep", "--adaptive", "--force"], "without --model and --force"),
+])
+def test_options_an_adaptive_sweep_cannot_honour_are_refused_in_one_line(tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from switchpoint.cli import main
+
+    result = CliRunner().invoke(main, [*args, "--sweep", "smoke-adaptive", "--task", "toy-ja", "--store", str(tmp_path)])
+    assert result.exit_code == 1 and message in result.output
+    assert result.output.count("error:") == 1 and not list(tmp_path.iterdir())

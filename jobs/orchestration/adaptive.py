@@ -5,7 +5,8 @@ change the answer: once a model matches the hardest prompting arm (and keeps mat
 size), larger N only confirm it; a model that is worse *and* costlier than another at every size so
 far cannot be the recommendation; a model whose curve has flattened far below the level cannot
 reach it inside the sweep. So the sweep proceeds in rounds — train, infer, score, decide — and each
-round asks only for the sizes and seeds that can still move N* or its interval.
+round asks only for the sizes that can still move N*. (Every round runs the sweep's seeds, as
+``seeds_up_to_n`` says; adding seeds only where N*'s interval needs them is not done yet.)
 
 This module is the "decide" part, pure and deterministic: it reads what the last round measured
 (``ModelRound``, built from the report's tables) and returns what to run next (``Decision``). The
@@ -15,7 +16,7 @@ orchestration runs the rounds; tests simulate them on recorded or synthetic curv
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 FIRST_ROUND_SIZES = 4  # N = 0, 2, 4, 8 on the doubling grid: enough to see the curve's start
 
@@ -27,16 +28,13 @@ class ModelRound:
     model: str
     means: dict[int, float]  # N -> mean primary metric (seeds averaged)
     usd: dict[int, float]  # N -> training + inference dollars (or GPU hours) spent for that N, all seeds
-    seeds: dict[int, int]  # N -> seeds measured
     matches: dict[str, dict[int, bool]]  # prompting tier -> N -> non-inferior at N (the report's match rule)
-    n_star: dict[str, tuple[float, float] | None] = field(default_factory=dict)  # tier -> N* interval (low, high)
 
 
 @dataclass
 class Decision:
     model: str
-    sizes: list[int]  # sizes to run next round (new ones, or existing ones with more seeds)
-    seeds: list[int]  # seeds for those sizes
+    sizes: list[int]  # sizes to run next round
     stop: str | None = None  # why this model needs nothing more (None while it does)
 
 
@@ -87,52 +85,33 @@ def out_of_reach(model: ModelRound, level: float, margin: float, grid_max: int) 
     return model.means[sizes[-1]] + max(slopes[-2:]) * doublings_left < level - margin
 
 
-def decide(rounds: dict[str, ModelRound], levels: dict[str, float], grid: list[int], *, margin: float,
-           seeds: list[int], max_seeds: int) -> list[Decision]:
+def decide(rounds: dict[str, ModelRound], levels: dict[str, float], grid: list[int], *, margin: float) -> list[Decision]:
     """What each model needs next, given the prompting tiers' levels (tier -> mean)."""
     hardest = max(levels, key=levels.get) if levels else None
     decisions = []
     for name, model in sorted(rounds.items()):
         decisions.append(_decide_one(model, [r for r in rounds.values() if r.model != name], hardest,
                                      levels.get(hardest, math.inf) if hardest else math.inf, grid,
-                                     margin=margin, seeds=seeds, max_seeds=max_seeds))
+                                     margin=margin))
     return decisions
 
 
 def _decide_one(model: ModelRound, others: list[ModelRound], hardest: str | None, level: float, grid: list[int],
-                *, margin: float, seeds: list[int], max_seeds: int) -> Decision:
+                *, margin: float) -> Decision:
     measured = set(model.means)
-    base_seeds = seeds[:1]
     rival = dominated_by(model, others)
     if rival:
-        return Decision(model.model, [], [], stop=f"dominated by {rival} (as good or better for no more dollars at every N)")
+        return Decision(model.model, [], stop=f"dominated by {rival} (as good or better for no more dollars at every N)")
     matched = persistent_match(model.matches.get(hardest, {})) if hardest else None
     if matched is not None and any(n > matched for n in measured):
-        wanted = _seeds_needed(model, hardest, matched, seeds, max_seeds)
-        if wanted:
-            return Decision(model.model, wanted[0], wanted[1])
-        return Decision(model.model, [], [], stop=f"matches {hardest} from N={matched}, confirmed at a larger N")
+        return Decision(model.model, [], stop=f"matches {hardest} from N={matched}, confirmed at a larger N")
     following = next_size(grid, measured)
     if following is None:
-        return Decision(model.model, [], [], stop="the grid's largest N is measured (N* beyond the sweep)"
+        return Decision(model.model, [], stop="the grid's largest N is measured (N* beyond the sweep)"
                         if matched is None else f"matches {hardest} at the grid's largest N")
     if matched is None and out_of_reach(model, level, margin, max(grid)):
-        return Decision(model.model, [], [], stop=f"cannot reach {hardest} within the sweep at its recent slope")
-    return Decision(model.model, [following], base_seeds)
-
-
-def _seeds_needed(model: ModelRound, tier: str, matched: int, seeds: list[int], max_seeds: int
-                  ) -> tuple[list[int], list[int]] | None:
-    """More seeds at the bracketing sizes when N*'s interval is wider than the grid's step (x2)."""
-    interval = model.n_star.get(tier)
-    have = min(model.seeds.get(n, 1) for n in model.means)
-    if interval is None or have >= min(max_seeds, len(seeds)):
-        return None
-    low, high = interval
-    if low > 0 and high / low <= 4.0:  # within one doubling either side: as narrow as the grid
-        return None
-    below = max((n for n in model.means if n < matched), default=matched)
-    return sorted({below, matched}), seeds[:have + 1]
+        return Decision(model.model, [], stop=f"cannot reach {hardest} within the sweep at its recent slope")
+    return Decision(model.model, [following])
 
 
 def first_round(grid: list[int]) -> list[int]:

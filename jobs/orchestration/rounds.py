@@ -51,24 +51,20 @@ def read_round(run: Store, primary: str, models: list[str]) -> tuple[dict[str, M
         means[row["model"]][n].append(float(row["mean"]))
         seconds[row["model"]][n] += sum(_number(row.get(k)) or 0.0 for k in ("train_wall_s", "infer_wall_s"))
     levels: dict[str, float] = {}
-    matched: dict[str, dict[str, tuple[int | None, tuple[float, float] | None]]] = defaultdict(dict)
+    matched: dict[str, dict[str, int | None]] = defaultdict(dict)  # model -> tier -> first persistent match
     for row in _rows(run, "transitions.csv"):
         if row["metric"] != primary or row["model"] not in models:
             continue
         tier = " ".join(filter(None, (row["prompt_model"], row.get("prompt_variant"))))
         levels[tier] = float(row["prompt_mean"])
         n_match = _number(row.get("n_match"))
-        low, high = _number(row.get("n_star_low")), _number(row.get("n_star_high"))
-        matched[row["model"]][tier] = (None if n_match is None else int(n_match),
-                                       None if low is None or high is None else (low, high))
+        matched[row["model"]][tier] = None if n_match is None else int(n_match)
     rounds = {}
     for model in models:
         sizes = means[model]
         rounds[model] = ModelRound(
             model, {n: sum(v) / len(v) for n, v in sizes.items()}, dict(seconds[model]),
-            {n: len(v) for n, v in sizes.items()},
-            {tier: {n: first is not None and n >= first for n in sizes} for tier, (first, _) in matched[model].items()},
-            {tier: interval for tier, (_, interval) in matched[model].items()})
+            {tier: {n: first is not None and n >= first for n in sizes} for tier, first in matched[model].items()})
     return rounds, levels
 
 
@@ -90,8 +86,7 @@ def run_adaptive(sweep: dict, task: dict, run: Store, run_round: RunRound, echo:
         observed, levels = read_round(run, primary, models)
         spent_h = sum(sum(r.usd.values()) for r in observed.values()) / 3600
         active = {m: r for m, r in observed.items() if m not in stopped}
-        seeds = list(sweep["seeds"])
-        decisions = decide(active, levels, grid, margin=margin, seeds=seeds, max_seeds=len(seeds))
+        decisions = decide(active, levels, grid, margin=margin)
         history.append({"round": number, "sizes": {m: sorted(s) for m, s in measured.items()},
                         "levels": levels, "seconds": round(spent_h * 3600, 3),
                         "decisions": [_as_dict(d) for d in decisions]})
@@ -117,4 +112,4 @@ def run_adaptive(sweep: dict, task: dict, run: Store, run_round: RunRound, echo:
 
 
 def _as_dict(d: Decision) -> dict:
-    return {"model": d.model, "sizes": d.sizes, "seeds": d.seeds, "stop": d.stop}
+    return {"model": d.model, "sizes": d.sizes, "stop": d.stop}

@@ -260,7 +260,12 @@ def run_command(job, sweep_name, tasks, store, backend, models, force, role_arn,
         sweep = manifests.load_sweep(sweep_name, models_file=models_file)
         target = open_store(store)
         options = {"role_arn": role_arn, "registry": registry, "poll_s": poll_seconds}
+        if adaptive and job != "sweep":
+            raise JobError(f"--adaptive runs a whole sweep in rounds; it cannot run the {job} step alone")
         adaptive_on = job == "sweep" and (adaptive or sweep["adaptive"]["enabled"])
+        if adaptive_on and (models or force):
+            raise JobError("an adaptive sweep decides which models and sizes to run itself: run it without "
+                           "--model and --force (or set adaptive.enabled: false in the sweep)")
         for task in _tasks_for(sweep, tasks):
             if adaptive_on:
                 def one_round(round_sweep: dict, task: dict = task) -> object:
