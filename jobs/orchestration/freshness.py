@@ -107,7 +107,8 @@ def data_fingerprint(settings: Any, task: dict, carried: dict[str, Any]) -> dict
 def what_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> str | None:
     """One line naming what differs between the marker's fingerprint and the current one (None: same)."""
     if old is None:
-        return "its marker records no fingerprint (written by an older version)"
+        return ("its marker records no fingerprint (published outside `switchpoint run`, e.g. by "
+                "`switchpoint data --store`, or by an older version)")
     if old.get("digest") == new["digest"]:
         return None
     changed = [f"input {name}" for name in sorted(set(old.get("inputs", {})) | set(new["inputs"]))

@@ -155,13 +155,20 @@ def _run_parallel(todo: list[Step], run: Store, sweep: dict, task: dict, backend
                   prints: dict[str, dict]) -> list[dict]:
     """One SageMaker job per model at the same time; each waits on its own waiter."""
     records, errors = [], []
-    with ThreadPoolExecutor(max_workers=len(todo)) as pool:
-        futures = [pool.submit(run_step, s, run, sweep, task, backend, options, prints[s.name]) for s in todo]
+    pool = ThreadPoolExecutor(max_workers=len(todo))
+    futures = [pool.submit(run_step, s, run, sweep, task, backend, options, prints[s.name]) for s in todo]
+    try:
         for future in futures:
             try:
                 records.append(future.result())
             except JobError as err:
                 errors.append(str(err))
+    except BaseException:
+        # Ctrl-C: do not wait here for SageMaker waiters (hours); the jobs go on in SageMaker and
+        # `status` shows them; a re-run finds what they published.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     if errors:
         raise JobError("; ".join(errors))
     return records
