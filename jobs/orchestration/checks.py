@@ -15,6 +15,7 @@ from switchpoint.core import manifests
 from switchpoint.core.contract import JobError
 from switchpoint.core.settings import JobSettings, load_settings
 from switchpoint.orchestration.estimate import api_estimate, example_lengths
+from switchpoint.orchestration.runners import CONTAINER_ROOT
 from switchpoint.orchestration.steps import (
     ML_ROOT,
     Step,
@@ -25,7 +26,6 @@ from switchpoint.orchestration.steps import (
     train_settings,
 )
 
-CONTAINER_ROOT = "/opt/ml"
 # Which sweep section holds each job's settings, for error messages that name the key.
 SECTION = {"data": "data", "train": "train", "infer-local": "infer", "infer-bedrock": "fewshot_api",
            "score": "score", "report": "score"}

@@ -14,7 +14,6 @@ import copy
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlparse
 
 import click
@@ -22,6 +21,7 @@ from switchpoint.core import manifests
 from switchpoint.core.contract import JobError, job_paths, run_job
 from switchpoint.core.store import Store, open_store
 from switchpoint.orchestration import checks
+from switchpoint.orchestration.checks import _where
 from switchpoint.orchestration.estimate import (
     TRAIN_MFU,
     api_estimate,
@@ -111,10 +111,6 @@ def with_default_budget(sweep: dict, task: dict, found: Findings) -> dict:
                           f"({est['mode']}), above max_usd ${api['max_usd']:,.2f}; raise it, or run fewer shots, seeds "
                           "or eval examples")
     return sweep
-
-
-def _where(sweep: dict) -> str:
-    return sweep.get("manifest_path") or f"sweep {sweep['name']}"
 
 
 def check_sweep(sweep: dict, task: dict, *, backend: str = "local", store: Store | None = None,
@@ -220,8 +216,3 @@ def plan_command(sweep_name, tasks, store, backend, models_file, role_arn, regis
         click.echo(f"plan: OK for backend {backend}: nothing above stops the sweep")
 
     run_job(paths, body, name="plan")
-
-
-def plan_summary(sweep: dict, task: dict, **kw: Any) -> Findings:
-    """The findings alone (for tests and callers that print their own)."""
-    return check_sweep(sweep, task, **kw)[1]

@@ -58,11 +58,6 @@ class Heartbeat:
         self._thread.start()
         return self
 
-    def update(self, **fields: Any) -> None:
-        """Add fields (a SageMaker job name, a container) to the running record."""
-        self.fields.update(fields)
-        record_run(self.run, self.step, **self.fields)
-
     def _beat(self) -> None:
         while not self._stop.wait(self.every_s):
             self.fields["heartbeat"] = time.time()

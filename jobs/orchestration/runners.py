@@ -27,13 +27,18 @@ from typing import Any
 
 from switchpoint import __version__
 from switchpoint.core import layout
-from switchpoint.core.contract import JobError, job_paths, write_hyperparameters
+from switchpoint.core.contract import (
+    DEFAULT_ROOT,
+    JobError,
+    job_paths,
+    write_hyperparameters,
+)
 from switchpoint.core.store import Store, file_entry, local_files
 from switchpoint.orchestration.records import Heartbeat, record_run
 from switchpoint.orchestration.steps import ML_ROOT, RUN_STORE, Step
 from switchpoint.orchestration.workdirs import staging_dir
 
-CONTAINER_ROOT = "/opt/ml"
+CONTAINER_ROOT = DEFAULT_ROOT  # where a container sees the job layout
 POLL_S = 5.0  # how often a runner looks for finished adapters while its job runs
 # Passed to containers by name only (docker takes the value from this environment), so no secret
 # ever appears in a command line, a log or an image.
@@ -48,7 +53,6 @@ __all__ = [
     "docker_command",
     "image_uri",
     "job_name",
-    "record_run",
     "run_docker",
     "run_local",
     "step_args",
