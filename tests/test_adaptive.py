@@ -143,7 +143,6 @@ def test_the_adaptive_smoke_sweep_runs_offline_end_to_end_and_trains_only_what_i
 ])
 def test_options_an_adaptive_sweep_cannot_honour_are_refused_in_one_line(tmp_path, args, message):
     from click.testing import CliRunner
-
     from switchpoint.cli import main
 
     result = CliRunner().invoke(main, [*args, "--sweep", "smoke-adaptive", "--task", "toy-ja", "--store", str(tmp_path)])

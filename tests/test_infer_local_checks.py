@@ -13,9 +13,10 @@ import pytest
 from click.testing import CliRunner
 from switchpoint.core import manifests, modeling
 from switchpoint.core.contract import JobError
+from switchpoint.core.modeling import usable_cores
 from switchpoint.infer_local import engines
 from switchpoint.infer_local.hf_engine import StopWatch
-from switchpoint.infer_local.job import default_threads, plan
+from switchpoint.infer_local.job import plan
 from switchpoint.infer_local.settings import Settings
 
 MODEL = "tiny-gpt-neox"
@@ -150,7 +151,7 @@ def test_every_models_yaml_family_has_a_known_architecture_and_explicit_engines_
 def test_default_threads_are_the_cores_this_process_may_use():
     import os
 
-    assert default_threads() == len(os.sched_getaffinity(0)) >= 1
+    assert usable_cores() == len(os.sched_getaffinity(0)) >= 1
 
 
 # --- stop strings ---------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,30 @@ def device_and_dtype() -> tuple[str, Any]:
     if torch.cuda.is_available():
         return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return "cpu", torch.float32
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def usable_cores() -> int:
+    """The cores this process may really run on (a container's or taskset's share, not the host's
+    count, which oversubscribes a shared machine)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def peak_memory_bytes(device: str) -> int:
+    """GPU: torch's peak allocation; CPU: the process's peak resident set (Linux reports KiB, macOS bytes)."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if platform.system() == "Darwin" else rss * 1024)
 
 
 def tiny_texts(task: dict, data_dir: Path) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from switchpoint.core import modeling
 from switchpoint.core.contract import JobError
 
 # models.yaml family -> the transformers/vLLM model class it loads as.
@@ -42,7 +43,7 @@ def choose_engine(requested: str, entry: dict, *, cuda: bool | None = None,
     reason = unsupported(requested, entry)
     if reason:
         raise JobError(f"--engine {requested}: {reason}")
-    cuda = _cuda() if cuda is None else cuda
+    cuda = modeling.cuda_available() if cuda is None else cuda
     vllm_installed = importlib.util.find_spec("vllm") is not None if vllm_installed is None else vllm_installed
     if requested == "vllm" and not (cuda and vllm_installed):
         raise JobError("--engine vllm needs a CUDA GPU and vLLM (switchpoint[vllm]); "
@@ -56,9 +57,3 @@ def choose_engine(requested: str, entry: dict, *, cuda: bool | None = None,
     if not vllm_installed:
         return "hf", "auto: vLLM is not installed (switchpoint[vllm]), so hf"
     return "vllm", f"auto: a GPU, and vLLM serves LoRA for {architecture(entry)}"
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()

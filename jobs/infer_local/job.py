@@ -20,9 +20,6 @@ can be compared one to one.
 from __future__ import annotations
 
 import json
-import os
-import platform
-import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +90,7 @@ def plan(settings: Settings, data_dir: Path, adapters_dir: Path, entry: dict,
     sizes, seeds, shots = resolve_values(settings, info, data_dir)
     engine, reason = choose_engine(settings.engine, entry)
     load_in_4bit = settings.load_in_4bit if settings.load_in_4bit is not None else bool(entry.get("load_in_4bit", False))
-    if load_in_4bit and not _cuda():
+    if load_in_4bit and not modeling.cuda_available():
         raise JobError("--load-in-4bit true needs a CUDA GPU (bitsandbytes) and none is visible; "
                        "use --load-in-4bit false on this machine")
     passes = plan_passes(settings, settings.model, sizes, seeds, shots, info.get("seeds_up_to_n"), info["seeds"])
@@ -181,16 +178,6 @@ def write_outputs(job: Plan, results: dict[int, list[Generation]], stats: Engine
     return arm_rows
 
 
-def peak_memory_bytes(device: str) -> int:
-    """GPU: torch's peak allocation; CPU: the process's peak resident set (Linux reports KiB)."""
-    if device.startswith("cuda"):
-        import torch
-
-        return int(torch.cuda.max_memory_allocated())
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if platform.system() == "Darwin" else rss * 1024)
-
-
 def job_metrics(job: Plan, settings: Settings, base: modeling.BaseModel, results: dict, stats: EngineStats,
                 arm_rows: list[dict], wall: float, threads: int) -> dict[str, Any]:
     generated = [g for gens in results.values() for g in gens]
@@ -203,15 +190,10 @@ def job_metrics(job: Plan, settings: Settings, base: modeling.BaseModel, results
         "examples_per_s": round(len(generated) / wall, 3) if wall > 0 else None,
         "generated_tokens": out_tokens, "generated_tokens_per_s": round(out_tokens / wall, 3) if wall > 0 else None,
         "base_model_loads": stats.base_model_loads, "adapter_switches": stats.adapter_switches,
-        "peak_memory_bytes": peak_memory_bytes(base.device),
+        "peak_memory_bytes": modeling.peak_memory_bytes(base.device),
         "truncated_prompts": sum(p.truncated for p in job.passes if not p.skipped),
         "passes": len([p for p in job.passes if not p.skipped]), "arms": arm_rows,
     }
-
-
-def default_threads() -> int:
-    """The cores this process may really run on (a container's or taskset's share, not the host's)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def infer(settings: Settings, data_dir: Path, adapters_dir: Path, out_dir: Path, model_entry_override: dict | None = None,
@@ -225,7 +207,7 @@ def infer(settings: Settings, data_dir: Path, adapters_dir: Path, out_dir: Path,
     entry = {**entry, "name": entry.get("name", settings.model)}
     job = plan(settings, data_dir, adapters_dir, entry, notice)
     notice(f"engine {job.engine} ({job.engine_reason})")
-    threads = settings.threads or default_threads()
+    threads = settings.threads or modeling.usable_cores()
     torch.set_num_threads(threads)
 
     loads_before = modeling.BASE_MODEL_LOADS
@@ -241,12 +223,6 @@ def infer(settings: Settings, data_dir: Path, adapters_dir: Path, out_dir: Path,
     metrics = job_metrics(job, settings, base, results, stats, arm_rows, time.perf_counter() - job_start, threads)
     (out_dir / "infer_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return metrics
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 # --- CLI ---------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from switchpoint.core import modeling
 from switchpoint.core.contract import JobError
 from switchpoint.core.prompts import from_model_text
 
@@ -58,16 +59,16 @@ def write_docs(path: Path, task: dict, eval_set: list[dict], prompts: list[str])
 
 def export_docs(data_dir: str | Path, model: str, out_dir: str | Path, shots: int = 0, seed: int = 0) -> Path:
     """Write ``<out_dir>/<task>.jsonl`` for running the shipped YAMLs with lm-eval by hand."""
-    from switchpoint.core import manifests, modeling
     from switchpoint.core.datafolder import (
         load_task_from_data,
+        model_entry,
         read_eval_set,
         read_train_set,
     )
     from switchpoint.infer_local.passes import fit_prompt
 
     task = load_task_from_data(Path(data_dir))
-    entry = manifests.get_model(model)
+    entry = model_entry(Path(data_dir), model)  # a user's own model travels in the data folder
     base = modeling.load_base(entry, Path(data_dir), device="cpu")
     budget = int(entry.get("context_length", 4096)) - int(task["generation"]["max_new_tokens"])
     train = read_train_set(Path(data_dir), seed, shots)
@@ -207,7 +208,7 @@ def run_lm_eval(base: Any, base_path: str, task: dict, passes: list, eval_set: l
             from lm_eval.tasks import TaskManager
         except ImportError as err:
             raise JobError(f"--engine lm-eval needs lm-evaluation-harness ({err}); install switchpoint[lm-eval]") from err
-        device = "cuda" if _cuda() else "cpu"
+        device = "cuda" if modeling.cuda_available() else "cpu"
         names = {index: pass_task(task, write_docs(workdir / f"pass{index}" / f"{task['name']}.jsonl", task, eval_set,
                                                    p.prompts),
                                   workdir / f"pass{index}" / "datasets_cache", workdir / "tasks", f"_pass{index}")
@@ -231,10 +232,4 @@ def run_lm_eval(base: Any, base_path: str, task: dict, passes: list, eval_set: l
             stats.adapter_switches += adapter is not None
             results[index] = samples_to_generations(out["samples"][name], p.prompts, base.tokenizer, wall, base.entry)
     return results
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 

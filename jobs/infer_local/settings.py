@@ -9,8 +9,6 @@ from pydantic import Field
 from switchpoint.core.settings import JobSettings
 
 Count = Annotated[int, Field(ge=0)]
-ARMS = ("finetune", "fewshot-local")
-ENGINES = ("auto", "hf", "vllm", "lm-eval")
 
 
 class Settings(JobSettings):
@@ -41,6 +39,5 @@ class Settings(JobSettings):
 from switchpoint.infer_local.engines import (  # noqa: E402,F401
     ARCHITECTURES,
     VLLM_LORA,
-    choose_engine,
     unsupported,
 )

@@ -163,8 +163,7 @@ def set_threads(threads: int | None) -> None:
     or taskset's share, not the host's count, which oversubscribes a shared machine)."""
     import torch
 
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(threads or affinity)
+    torch.set_num_threads(threads or modeling.usable_cores())
 
 
 def distributed_relaunch(argv: list[str]) -> list[str] | None:

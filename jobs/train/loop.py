@@ -266,12 +266,7 @@ def performance(base: modeling.BaseModel, world: int, wall_s: float, tokens: int
     import torch
 
     on_gpu = base.device.startswith("cuda")
-    if on_gpu:
-        peak_memory = int(torch.cuda.max_memory_allocated())
-    else:
-        import resource
-
-        peak_memory = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # process peak RSS (Linux: KiB)
+    peak_memory = modeling.peak_memory_bytes(base.device)
     mfu = None
     device = base.device
     if on_gpu:
