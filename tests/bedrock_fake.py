@@ -283,7 +283,7 @@ class BedrockFake:
             if job is None:
                 return 404, _error("ResourceNotFoundException", f"no job {identifier}")
             if job.status in FINAL:
-                return 409, _error("ConflictException", f"job is {job.status}")
+                return 400, _error("ConflictException", f"job is {job.status}")
             job.states = job.states[: job.step + 1] + ["Stopping", "Stopped"]
         return 200, {}
 

@@ -176,6 +176,14 @@ def test_a_failure_mid_job_leaves_no_complete_looking_output(tmp_path, jsquad_pr
     with pytest.raises(KeyboardInterrupt):
         score.score_predictions(settings)
     assert not [name for name in score.OUTPUTS if (out / name).exists()]
+    monkeypatch.undo()
+
+    # Killed while writing: scores.jsonl is done, summary.csv is not. Nothing may sit under its final name.
+    monkeypatch.setattr(score.csv, "DictWriter", killed)
+    with pytest.raises(KeyboardInterrupt):
+        score.score_predictions(settings)
+    assert (out / "scores.jsonl.part").exists()
+    assert not [name for name in score.OUTPUTS if (out / name).exists()]
 
 
 def test_processing_job_layout_with_only_ml_root(tmp_path, jsquad_data):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -362,7 +361,3 @@ def shot_prefix_tokens(arm: Arm, entry: dict, usages: dict[ArmKey, tuple[Arm, di
         return None
     return max(0.0, int(entry.get("input_tokens") or 0) / records
                - int(zero[1].get("input_tokens") or 0) / int(zero[1]["records"]))
-
-
-def finite(values: Iterable[float | None]) -> list[float]:
-    return [float(v) for v in values if v is not None and math.isfinite(float(v))]

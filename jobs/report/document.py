@@ -41,10 +41,11 @@ def fmt_usd(value) -> str:
 
 
 def fmt_requests(value) -> str:
-    """A request count: whole requests, rounded up; 'never' for infinity."""
+    """A request count: whole requests, rounded up; 'never' for infinity. Rounded to 9 significant
+    digits first, so float noise (2500.0000000000005) does not add a request."""
     if missing(value):
         return "unknown"
-    return "never" if math.isinf(value) else f"{math.ceil(value):,}"
+    return "never" if math.isinf(value) else f"{math.ceil(float(f'{value:.9g}')):,}"
 
 
 def fmt_pct(mean, low=None, high=None) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from switchpoint.core import layout, stats
 from switchpoint.core.contract import JobError
+from switchpoint.core.datafolder import load_task_from_data
 from switchpoint.core.metric_names import KNOWN_METRICS
 
 ArmKey = tuple  # (kind, model, variant, n, seed)
@@ -67,9 +68,11 @@ def _read_records(path: Path) -> list[tuple[ArmKey, str, bool, dict[str, float],
             values = {}
             for key, value in record.items():
                 if key in KNOWN_METRICS:
-                    if value is not None and not isinstance(value, (int, float)):
+                    if value is None and record.get("error"):
+                        value = 0.0  # a record in error scores 0, as the score job counts it
+                    if isinstance(value, bool) or not isinstance(value, (int, float)):
                         raise JobError(f"{where}: field {key}: expected a number in 0..1, got {value!r}")
-                    values[key] = 0.0 if value is None else float(value)  # scored 0, as records in error are
+                    values[key] = float(value)
             out.append((_arm_of(record, where), str(record["id"]), bool(record.get("error")), values, where))
     return out
 
@@ -80,7 +83,7 @@ def load_scores(run_dir: Path) -> Scores:
     if not path.exists():
         raise JobError(f"{path}: missing; run `switchpoint score` on this run first (the report needs scores)")
     task_path = Path(run_dir) / layout.DATA / layout.TASK_FILE
-    task = json.loads(task_path.read_text(encoding="utf-8")) if task_path.exists() else {"name": Path(run_dir).name}
+    task = load_task_from_data(Path(run_dir) / layout.DATA) if task_path.exists() else {"name": Path(run_dir).name}
     records = _read_records(path)
     if not records:
         raise JobError(f"{path}: holds no score records; re-run `switchpoint score`")
