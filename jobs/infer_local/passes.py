@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from switchpoint.core import adapter_checks, manifests, modeling
+from switchpoint.core import adapter_checks, layout, manifests, modeling
 from switchpoint.core.contract import JobError
 from switchpoint.core.datafolder import read_train_set
 from switchpoint.core.predictions import Arm
@@ -56,7 +56,7 @@ class EngineStats:
 
 # --- planning ----------------------------------------------------------------------------------
 def adapter_dir(adapters_dir: Path, seed: int, n: int) -> Path:
-    return Path(adapters_dir) / f"seed={seed}" / f"n={n}"
+    return Path(adapters_dir) / layout.adapter_dir(seed, n)
 
 
 def plan_passes(settings: Settings, model_key: str, sizes: list[int], seeds: list[int],

@@ -14,11 +14,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from switchpoint.core import layout
+
 ADAPTER_FILES = ("adapter_config.json", "base.json", "train_metrics.json")  # train_metrics.json is written last
 
 
 def final_dir(adapters_dir: Path, seed: int, n: int) -> Path:
-    return Path(adapters_dir) / f"seed={seed}" / f"n={n}"
+    return Path(adapters_dir) / layout.adapter_dir(seed, n)
 
 
 def partial_dir(adapters_dir: Path, seed: int, n: int) -> Path:
