@@ -26,3 +26,15 @@ def save_results(name: str, section: str, figures: dict) -> None:
     existing = json.loads(path.read_text()) if path.exists() else {}
     existing[section] = figures
     path.write_text(json.dumps(existing, indent=2) + "\n")
+
+
+def print_ratio(what: str, before_label: str, before_s: float, after_label: str, after_s: float,
+                target: str | None = None) -> float:
+    """Print one before/after pair measured in the same process, and return before/after (the speed-up).
+
+    Every benchmark states its ratios through this line, so `make bench` shows them all alike.
+    """
+    ratio = before_s / after_s if after_s > 0 else float("inf")
+    goal = f"  (target {target})" if target else ""
+    print(f"RATIO {what}: {before_label} {before_s:.3f} s -> {after_label} {after_s:.3f} s = {ratio:.2f}x{goal}")
+    return ratio
