@@ -42,8 +42,18 @@ test: $(PY)
 lint: $(PY)
 	$(VENV)/bin/hadolint --failure-threshold warning $(foreach i,$(IMAGES),images/$(i)/Dockerfile)
 
+GPU_BENCH_CONFIG ?= llama-1b
+BENCH_LOG ?= bench/results/last-run.log
 bench: $(PY)
-	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@set -o pipefail; { \
+	  for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done; \
+	  if $(PY) -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then \
+	    echo "== GPU section: a ~1B model of $(GPU_BENCH_CONFIG)'s shape, random weights"; \
+	    $(PY) bench/bench_train.py --gpu-config $(GPU_BENCH_CONFIG) && \
+	    $(PY) bench/bench_infer.py --gpu-config $(GPU_BENCH_CONFIG) || exit 1; \
+	  else echo "== GPU section skipped: no CUDA GPU visible here"; fi; \
+	} 2>&1 | tee $(BENCH_LOG)
+	@echo "== every before/after ratio of this run (baseline in the same process):"; grep '^RATIO' $(BENCH_LOG)
 
 sweep plan status: $(PY)
 	$(if $(filter sweep,$@),$(SP) run sweep $(run_args),$(SP) $@ $(task_args)$(if $(filter plan,$@), --backend $(BACKEND)$(if $(REGISTRY), --registry $(REGISTRY))))
