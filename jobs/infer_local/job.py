@@ -102,16 +102,25 @@ def plan(settings: Settings, data_dir: Path, adapters_dir: Path, entry: dict,
 
 
 def load_for_engine(job: Plan, data_dir: Path) -> modeling.BaseModel:
-    """The base model (hf, lm-eval: its tokenizer also lays out the prompts); vllm loads its own copy."""
+    """The base model the engine generates with, or only its tokenizer where the engine loads its own copy.
+
+    hf generates with this job's model. vLLM, and lm-eval given model_args, load the base again
+    themselves, so only the card's tokenizer is needed here (it lays out the prompt ids); a tiny
+    model is still built, on the CPU, to be saved for them. lm-eval on a 4-bit base is handed this
+    job's quantised model (transformers 5 takes no 4-bit keyword through model_args).
+    """
     entry = job.entry
-    if job.engine == "vllm":
-        if entry["source"] == "tiny":
-            base = modeling.load_base(entry, data_dir, device="cpu")
-            modeling.BASE_MODEL_LOADS -= 1  # a CPU build to save for vLLM, not the model that generates
-            return base
-        tokenizer = modeling.load_tokenizer(entry)  # the card's tokenizer lays out the prompt ids vLLM is given
-        return modeling.BaseModel(None, tokenizer, entry, modeling.fingerprint(entry, data_dir), "cuda", "auto")
-    return modeling.load_base(entry, data_dir, load_in_4bit=job.load_in_4bit, load_in_8bit=entry.get("load_in_8bit", False))
+    own_copy = job.engine == "vllm" or (job.engine == "lm-eval" and not job.load_in_4bit)
+    if not own_copy:
+        return modeling.load_base(entry, data_dir, load_in_4bit=job.load_in_4bit,
+                                  load_in_8bit=entry.get("load_in_8bit", False))
+    if entry["source"] == "tiny":
+        base = modeling.load_base(entry, data_dir, device="cpu")
+        modeling.BASE_MODEL_LOADS -= 1  # a CPU build to save for the engine, not the model that generates
+        return base
+    device = "cuda" if modeling.cuda_available() else "cpu"
+    return modeling.BaseModel(None, modeling.load_tokenizer(entry), entry, modeling.fingerprint(entry, data_dir),
+                              device, "auto")
 
 
 def base_weights_path(base: modeling.BaseModel, workdir: Path) -> str:

@@ -69,11 +69,13 @@ def export_docs(data_dir: str | Path, model: str, out_dir: str | Path, shots: in
 
     task = load_task_from_data(Path(data_dir))
     entry = model_entry(Path(data_dir), model)  # a user's own model travels in the data folder
-    base = modeling.load_base(entry, Path(data_dir), device="cpu")
+    # Only the tokenizer lays out prompts; a tiny model's tokenizer is built with the model from the data.
+    tokenizer = (modeling.load_base(entry, Path(data_dir), device="cpu").tokenizer if entry["source"] == "tiny"
+                 else modeling.load_tokenizer(entry))
     budget = int(entry.get("context_length", 4096)) - int(task["generation"]["max_new_tokens"])
     train = read_train_set(Path(data_dir), seed, shots)
     eval_set = read_eval_set(Path(data_dir))
-    prompts = [fit_prompt(task, entry, ex, train, base.tokenizer, budget)[0] for ex in eval_set]
+    prompts = [fit_prompt(task, entry, ex, train, tokenizer, budget)[0] for ex in eval_set]
     if any(p is None for p in prompts):
         raise JobError(f"{shots} shots do not fit the context of {model}; use fewer shots")
     return write_docs(Path(out_dir) / f"{task['name']}.jsonl", task, eval_set, prompts)  # type: ignore[arg-type]
