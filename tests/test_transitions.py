@@ -100,3 +100,17 @@ def test_a_falling_tail_is_not_extrapolated():
     out = analyse(comparison([8, 16, 32, 64], [-10, -12, -14, -16]), 1.0, 8.0)
     assert out.n_extrapolated is None and not out.beyond_limit and out.status == "not-reached"
     assert "does not rise" in out.note
+
+
+def test_a_mean_that_crosses_while_its_interval_still_reaches_below_the_margin_is_mean_only():
+    # The mean is above the level from N=8 on, but the lower 95% end stays far below -margin.
+    out = analyse(comparison([2, 4, 8, 16], [-10, -5, 0.5, 1.0], spread=6.0), 1.0, 8.0)
+    assert out.status == "mean-only" and out.n_match is None
+    assert 4 < out.n_star < 8 and out.n_extrapolated is None
+
+
+def test_a_fitted_tail_that_crosses_inside_the_sweep_is_not_an_extrapolation():
+    # The last means rise on average (fit crosses near N=40) but the largest N ends below the level.
+    out = analyse(comparison([8, 16, 32, 64], [-20, -1, 5, -3], spread=0.5), 1.0, 8.0)
+    assert out.n_star is None and out.n_extrapolated is None and not out.beyond_limit
+    assert out.status == "not-reached" and "crosses inside the sweep" in out.note
