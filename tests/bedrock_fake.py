@@ -97,6 +97,7 @@ class FakeJob:
     outputs_written: bool = False
     success: int = 0
     errors: int = 0
+    timeout_hours: int = 24  # CreateModelInvocationJob's timeoutDurationInHours (Bedrock's default: 24)
 
     @property
     def status(self) -> str:
@@ -229,7 +230,8 @@ class BedrockFake:
                 errs = any(self.record_error and self.record_error(r["recordId"], r["modelInput"]) for r in records)
                 final = "PartiallyCompleted" if errs else "Completed"
             job = FakeJob(arn, job_id, body["jobName"], token, body["modelId"], body["roleArn"], input_uri, output_uri,
-                          dt.datetime.now(dt.timezone.utc), [*self.progress, final], records, message=message)
+                          dt.datetime.now(dt.timezone.utc), [*self.progress, final], records, message=message,
+                          timeout_hours=int(body.get("timeoutDurationInHours", 24)))
             self.jobs[job_id] = job
             self.by_token[token] = job_id
         return 200, {"jobArn": arn}
@@ -295,6 +297,14 @@ class BedrockFake:
                          if (status is None or j.status == status) and (name is None or name in j.name)]
         return 200, {"invocationJobSummaries": summaries}
 
+    @staticmethod
+    def _processed(job: FakeJob) -> int:
+        """Records processed so far: a share of the total for each InProgress poll seen."""
+        running = [i for i, state in enumerate(job.states) if state == "InProgress"]
+        if not running or job.step < running[0]:
+            return 0
+        return len(job.records) * (min(job.step, running[-1]) - running[0] + 1) // (len(running) + 1)
+
     def _describe(self, job: FakeJob) -> dict:
         now = dt.datetime.now(dt.timezone.utc).isoformat()
         done = job.status in FINAL
@@ -304,9 +314,10 @@ class BedrockFake:
             "lastModifiedTime": now,
             "inputDataConfig": {"s3InputDataConfig": {"s3Uri": job.input_uri, "s3InputFormat": "JSONL"}},
             "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": job.output_uri}},
-            "timeoutDurationInHours": 24,
+            "timeoutDurationInHours": job.timeout_hours,
             "totalRecordCount": len(job.records),
-            "processedRecordCount": job.success + job.errors if done else 0,
+            # Counts grow while the job runs, as Bedrock's do; final counts once it ends.
+            "processedRecordCount": job.success + job.errors if done else self._processed(job),
             "successRecordCount": job.success, "errorRecordCount": job.errors,
         }
         if job.message:

@@ -243,6 +243,23 @@ def test_the_fake_speaks_the_bedrock_control_plane_through_boto3(s3_bucket, bedr
     assert json.loads(reply["body"].read())["content"][0]["text"] == "テスト"
 
 
+def test_the_fakes_job_reports_its_timeout_and_counts_that_grow_while_it_runs(s3_bucket, bedrock_fake):
+    s3 = boto3.client("s3")
+    lines = [json.dumps({"recordId": f"R{i:010d}", "modelInput": {"anthropic_version": "bedrock-2023-05-31",
+             "max_tokens": 8, "messages": [{"role": "user", "content": "質問：テスト"}]}}) for i in range(8)]
+    s3.put_object(Bucket=s3_bucket, Key="in/y.jsonl", Body="\n".join(lines).encode())
+    bedrock = boto3.client("bedrock")
+    bedrock_fake.configure(min_records=1, progress=("Submitted", "InProgress", "InProgress", "InProgress"))
+    arn = bedrock.create_model_invocation_job(
+        jobName="j2", roleArn=ROLE, modelId="anthropic.claude-3-haiku-20240307-v1:0", timeoutDurationInHours=72,
+        inputDataConfig={"s3InputDataConfig": {"s3Uri": f"s3://{s3_bucket}/in/y.jsonl"}},
+        outputDataConfig={"s3OutputDataConfig": {"s3Uri": f"s3://{s3_bucket}/out/"}})["jobArn"]
+    replies = [bedrock.get_model_invocation_job(jobIdentifier=arn) for _ in range(4)]
+    assert {r["timeoutDurationInHours"] for r in replies} == {72}
+    counts = [r.get("processedRecordCount", 0) for r in replies]
+    assert counts == sorted(counts) and 0 < counts[1] < 8 and replies[-1]["status"] == "Completed" and counts[-1] == 8
+
+
 # --- on-demand ------------------------------------------------------------------------------------
 def test_on_demand_recovers_from_429_throttling_with_adaptive_retries(jsquad_data, bedrock_fake, tmp_path, monkeypatch):
     fast_botocore_retries(monkeypatch)
