@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from switchpoint.core import manifests
@@ -34,9 +35,19 @@ def test_every_iam_example_parses_and_has_named_statements(name):
         assert not any(a in ("*", "s3:*", "bedrock:*", "iam:*") for a in as_list(statement["Action"]))
 
 
-def test_list_model_invocation_jobs_is_granted_on_star():
-    (statement,) = granting(policy("infer-bedrock-policy.json"), "bedrock:ListModelInvocationJobs")
-    assert statement["Resource"] == "*"
+def test_the_caller_is_granted_the_bedrock_actions_the_job_calls_and_no_listing():
+    import switchpoint.infer_bedrock as package
+
+    source = "\n".join(p.read_text(encoding="utf-8") for p in Path(package.__file__).parent.glob("*.py"))
+    statements = policy("infer-bedrock-policy.json")
+    granted = {a for s in statements if s["Effect"] == "Allow" for a in as_list(s["Action"]) if a.startswith("bedrock:")}
+    # Converse needs bedrock:InvokeModel; Stop is there for a person stopping a job by hand.
+    called = {"bedrock:CreateModelInvocationJob": ".create_model_invocation_job",
+              "bedrock:GetModelInvocationJob": ".get_model_invocation_job", "bedrock:InvokeModel": ".converse("}
+    for action, call in called.items():
+        assert action in granted and call in source, action
+    assert granted - set(called) == {"bedrock:StopModelInvocationJob"}
+    assert ".list_model_invocation_jobs" not in source
 
 
 @pytest.mark.parametrize("name", ["infer-bedrock-policy.json", "bedrock-batch-role-policy.json"])
