@@ -172,7 +172,7 @@ def test_a_failure_mid_job_leaves_no_complete_looking_output(tmp_path, jsquad_pr
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(score.stats, "bootstrap_ci", killed)
+    monkeypatch.setattr(score.stats, "bootstrap_cis", killed)
     with pytest.raises(KeyboardInterrupt):
         score.score_predictions(settings)
     assert not [name for name in score.OUTPUTS if (out / name).exists()]
@@ -285,3 +285,30 @@ def test_help_explains_inputs_outputs_and_compare():
     for word in ("--predictions", "summary.csv", "scores.jsonl", "--compare", "--arm-a", "--bootstrap", "--ml-root"):
         assert word in result.output
 
+
+
+def test_scores_jsonl_is_each_record_as_json_dumps_writes_it_in_input_order(tmp_path):
+    from switchpoint.score import metrics
+
+    refs = [["東京"], ['"引用"と\\記号'], ["さくら", "桜"]]
+    preds = ["東京", '"引用"と\\記号', "桜の花"]
+    folder = tmp_path / "p"
+    for arm, error_at in ((FINETUNE, None), (FEWSHOT, 1)):
+        write_predictions(folder / arm.filename, [
+            prediction_record(arm, f'例"{i}\\', preds[i], refs[i], error="boom" if i == error_at else None)
+            for i in range(3)])
+    score.score_predictions(score.ScoreSettings(task="jsquad", predictions=[str(folder)], out=str(tmp_path / "o"),
+                                                bootstrap=50))
+    lines = (tmp_path / "o" / "scores.jsonl").read_text(encoding="utf-8").splitlines()
+    expected = metrics.score_batch(["exact_match", "f1", "f1_mecab"], preds, refs)
+    files = sorted(folder.glob("*.jsonl"))  # read in this order: fewshot-api, then finetune
+    assert [Arm.from_dict(json.loads(line)["arm"]) for line in lines] == [FEWSHOT] * 3 + [FINETUNE] * 3
+    assert files[0].name == FEWSHOT.filename
+    for k, line in enumerate(lines):
+        record = json.loads(line)
+        assert line == json.dumps(record, ensure_ascii=False)  # the format the job always wrote
+        assert list(record) == ["id", "arm", "error", "exact_match", "f1", "f1_mecab"]
+        i, in_error = k % 3, k == 1
+        assert record["id"] == f'例"{i}\\' and record["error"] is in_error
+        for name in ("exact_match", "f1", "f1_mecab"):
+            assert record[name] == (0.0 if in_error else expected[name][i])

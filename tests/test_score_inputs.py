@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -104,3 +105,23 @@ def test_bad_numbers_are_one_line_errors(tmp_path, jsquad_data, option, value):
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: score: command line: {option}=")
+
+
+@pytest.mark.parametrize("bad_line, expected", [
+    (lambda r: json.dumps({**r, "arm": {**r["arm"], "n": "8"}}), "field arm.n: '8' is not of type 'integer'"),
+    (lambda r: json.dumps({**r, "references": "東京"}), "field references: '東京' is not of type 'array'"),
+    (lambda r: json.dumps(r)[:-1], "not valid JSON (Expecting ',' delimiter)"),
+])
+def test_a_malformed_record_is_a_one_line_error_naming_file_line_and_field(tmp_path, jsquad_data, bad_line, expected):
+    examples = read_eval_set(jsquad_data)
+    path = _arm(tmp_path / "p", FINETUNE, examples)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[1] = bad_line(json.loads(lines[1]))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["score", "--task", str(jsquad_data), "--out", str(out), "--predictions",
+                                       str(tmp_path / "p")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [f"error: score: {path}:2: {expected}"]
+    assert not out.exists() or not [p for p in out.iterdir() if p.name in score.OUTPUTS]
+    assert gc.isenabled()  # the collector paused while records are read is back on after the error

@@ -19,6 +19,7 @@ import numpy as np
 DEFAULT_RESAMPLES = 10_000
 LEVEL = 0.95
 _CHUNK_CELLS = 4_000_000  # resample rows are drawn and processed in chunks of about this many cells
+_COUNT_CELLS = 250_000  # draws are counted in blocks of about this many cells (they stay in the CPU cache)
 _KEEP_CELLS = 60_000_000  # draws are kept (one byte a cell) up to this size, else made again when needed
 
 
@@ -47,8 +48,13 @@ class Resamples:
         start = index * self._rows
         rows = min(self.resamples, start + self._rows) - start
         idx = np.random.default_rng(self._chunk_seeds[index]).integers(0, self.examples, size=(rows, self.examples))
-        flat = (idx + np.arange(rows)[:, None] * self.examples).ravel()
-        return np.bincount(flat, minlength=rows * self.examples).reshape(rows, self.examples).astype(np.uint8)
+        counts = np.empty((rows, self.examples), dtype=np.uint8)
+        step = max(1, _COUNT_CELLS // self.examples)  # counted in cache-sized blocks of rows: the same counts, faster
+        for top in range(0, rows, step):
+            block = idx[top:top + step]
+            flat = (block + np.arange(len(block))[:, None] * self.examples).ravel()
+            counts[top:top + len(block)] = np.bincount(flat, minlength=block.size).reshape(block.shape)
+        return counts
 
     def chunks(self):
         """(first row, counts) of every chunk of resamples."""
@@ -62,12 +68,14 @@ class Resamples:
             values = values[:, None]
         present = ~np.isnan(values) if mask is None else np.asarray(mask, dtype=bool).reshape(values.shape)
         weighted = np.where(present, values, 0.0)
-        present_f = present.astype(np.float64)
+        # Every example scored: each resample draws exactly ``examples`` of them, so the denominator is known.
+        present_f = None if present.all() else present.astype(np.float64)
         out = np.empty((self.resamples, values.shape[1]))
         for start, counts in self.chunks():
             chunk = counts.astype(np.float64)
             with np.errstate(invalid="ignore", divide="ignore"):
-                out[start:start + len(chunk)] = (chunk @ weighted) / (chunk @ present_f)
+                drawn = chunk @ present_f if present_f is not None else self.examples
+                out[start:start + len(chunk)] = (chunk @ weighted) / drawn
         return out
 
     def seed_draws(self, seeds: int) -> np.ndarray:
@@ -107,6 +115,30 @@ def percentile_interval(draws: np.ndarray, level: float = LEVEL) -> tuple[float,
     return float(low), float(high)
 
 
+def percentile_intervals(draws: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """``percentile_interval`` of every column of ``draws`` (resamples x K), in one call when none is NaN."""
+    draws = np.asarray(draws, dtype=np.float64)
+    if not np.isnan(draws).any():
+        tail = (1 - level) / 2 * 100
+        low, high = np.percentile(draws, [tail, 100 - tail], axis=0)
+        return low, high
+    pairs = [percentile_interval(draws[:, k], level) for k in range(draws.shape[1])]
+    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+
+def bootstrap_cis(values, resamples: Resamples, level: float = LEVEL) -> list[Interval]:
+    """``bootstrap_ci`` of every column of ``values`` (examples x K) from one matrix product with the shared draws."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if resamples.examples != arr.shape[0]:
+        raise ValueError(f"resamples were drawn for {resamples.examples} examples, got {arr.shape[0]}")
+    low, high = percentile_intervals(resamples.means(arr), level)
+    mean = arr.mean(axis=0)
+    return [Interval(float(mean[k] * 100), float(low[k] * 100), float(high[k] * 100), arr.shape[0])
+            for k in range(arr.shape[1])]
+
+
 def bootstrap_ci(values, resamples: int | Resamples = DEFAULT_RESAMPLES, seed: int = 0, level: float = LEVEL) -> Interval:
     """Mean and percentile-bootstrap interval, in percent, of per-example scores in 0..1.
 
@@ -116,10 +148,7 @@ def bootstrap_ci(values, resamples: int | Resamples = DEFAULT_RESAMPLES, seed: i
     if arr.size == 0:
         return Interval(float("nan"), float("nan"), float("nan"), 0)
     shared = resamples if isinstance(resamples, Resamples) else Resamples(arr.size, resamples, seed)
-    if shared.examples != arr.size:
-        raise ValueError(f"resamples were drawn for {shared.examples} examples, got {arr.size}")
-    low, high = percentile_interval(shared.means(arr)[:, 0], level)
-    return Interval(float(arr.mean() * 100), low * 100, high * 100, int(arr.size))
+    return bootstrap_cis(arr.ravel(), shared, level)[0]
 
 
 @dataclass(frozen=True)

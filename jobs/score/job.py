@@ -27,6 +27,9 @@ import os
 import sys
 import time
 from contextlib import ExitStack
+from json.encoder import (
+    encode_basestring,  # json.dumps's string encoder (ensure_ascii=False)
+)
 from pathlib import Path
 from typing import Any
 
@@ -106,20 +109,24 @@ def score_arms(arms: dict[Arm, ArmRecords], names: list[str]) -> dict[Arm, dict[
 
 def summary_rows(task: dict, arms: dict[Arm, ArmRecords], scores: dict, names: list[str],
                  settings: ScoreSettings) -> list[dict]:
-    """One row per arm and metric; one set of bootstrap resamples per example count, shared by all of them."""
-    shared: dict[int, stats.Resamples] = {}
+    """One row per arm and metric. One set of bootstrap resamples per example count serves every arm and
+    metric of that count: their scores are the columns of one matrix, resampled by one matrix product."""
+    ordered = sorted(arms, key=arm_key)
+    intervals: dict[tuple[Arm, str], stats.Interval] = {}
+    for count in sorted({len(arms[arm].ids) for arm in ordered}):
+        columns = [(arm, name) for arm in ordered if len(arms[arm].ids) == count for name in names]
+        shared = stats.Resamples(count, settings.bootstrap, settings.seed)
+        matrix = np.column_stack([scores[arm][name] for arm, name in columns])
+        intervals.update(zip(columns, stats.bootstrap_cis(matrix, shared)))
     rows = []
-    for arm in sorted(arms, key=arm_key):
-        entry = arms[arm]
-        count = len(entry.ids)
-        if count not in shared:
-            shared[count] = stats.Resamples(count, settings.bootstrap, settings.seed)
+    for arm in ordered:
+        errors = int(sum(arms[arm].errors))
         for name in names:
-            interval = stats.bootstrap_ci(scores[arm][name], shared[count])
+            interval = intervals[arm, name]
             rows.append({"task": task["name"], "kind": arm.kind, "model": arm.model, "n": arm.n, "seed": arm.seed,
                          "variant": arm.variant or "", "metric": name, "mean": f"{interval.mean:.4f}",
                          "ci_low": f"{interval.ci_low:.4f}", "ci_high": f"{interval.ci_high:.4f}",
-                         "count": interval.count, "errors": int(sum(entry.errors))})
+                         "count": interval.count, "errors": errors})
     return rows
 
 
@@ -162,13 +169,9 @@ def score_predictions(settings: ScoreSettings) -> dict[str, Any]:
 
 def _write_outputs(out_dir: Path, arms, order, scores, names, rows, report, started) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
+    lines = {arm: _score_lines(entry, scores[arm], names) for arm, entry in arms.items()}
     with _atomic(out_dir / "scores.jsonl") as handle:
-        for arm, index in order:
-            entry = arms[arm]
-            record = {"id": entry.ids[index], "arm": entry.arm_dict,
-                      "error": entry.errors[index]}
-            record.update({name: float(scores[arm][name][index]) for name in names})
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.writelines(lines[arm][index] for arm, index in order)
     with _atomic(out_dir / "summary.csv") as handle:
         writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -178,6 +181,22 @@ def _write_outputs(out_dir: Path, arms, order, scores, names, rows, report, star
         handle.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
     for name in OUTPUTS:
         os.replace(out_dir / f"{name}.part", out_dir / name)
+
+
+def _score_lines(entry: ArmRecords, values: dict[str, np.ndarray], names: list[str]) -> list[str]:
+    """One arm's scores.jsonl lines, as ``json.dumps(record, ensure_ascii=False)`` writes them, built from
+    parts made once per arm (the arm, the metric names) rather than by encoding every record whole."""
+    head = ', "arm": ' + json.dumps(entry.arm_dict, ensure_ascii=False) + ', "error": '
+    keys = [", " + encode_basestring(name) + ": " for name in names]
+    columns = []
+    for name in names:
+        column = values[name]
+        # float repr is json's form of a finite number; json.dumps spells the others (NaN, Infinity)
+        columns.append(list(map(repr, column.tolist())) if np.isfinite(column).all()
+                       else [json.dumps(v) for v in column.tolist()])
+    tails = ["".join(k + v for k, v in zip(keys, row)) + "}\n" for row in zip(*columns)]  # names: never empty
+    return ['{"id": ' + encode_basestring(rid) + head + ("true" if err else "false") + tail
+            for rid, err, tail in zip(entry.ids, entry.errors, tails)]
 
 
 class _atomic:
