@@ -40,7 +40,7 @@ from switchpoint.core.datafolder import (
 )
 from switchpoint.core.settings import COMMAND_LINE, load_settings, options
 from switchpoint.train import adapters as folders
-from switchpoint.train import loop
+from switchpoint.train import loop, memory, packing
 from switchpoint.train.settings import Settings
 
 
@@ -77,7 +77,7 @@ def plan(settings: Settings, data_dir: Path) -> tuple[dict, Settings, dict[tuple
 
 
 def load(entry: dict, settings: Settings, data_dir: Path) -> tuple[Any, modeling.BaseModel]:
-    """(accelerator, base model prepared for training).
+    """(accelerator, base model prepared for training, settings with gradient checkpointing decided).
 
     The Accelerator first: under torchrun it pins this process to its own GPU, so the base loads
     there. bf16/fp16 autocast follows the dtype modeling chose. Under FSDP the model may not fit one
@@ -100,6 +100,10 @@ def load(entry: dict, settings: Settings, data_dir: Path) -> tuple[Any, modeling
         from peft.utils.other import fsdp_auto_wrap_policy
 
         accelerator.state.fsdp_plugin.auto_wrap_policy = fsdp_auto_wrap_policy(base.model)
+    settings = settings.model_copy(update={"gradient_checkpointing": checkpointing(settings, base, accelerator, fsdp)})
+    if settings.packing:
+        packing.check_boundaries(base.model, base.device, base.model.get_input_embeddings().weight.shape[0],
+                                 entry["name"])
     if settings.load_in_4bit or settings.load_in_8bit:
         from peft import prepare_model_for_kbit_training
 
@@ -108,7 +112,26 @@ def load(entry: dict, settings: Settings, data_dir: Path) -> tuple[Any, modeling
     elif settings.gradient_checkpointing:
         base.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     base.model.config.use_cache = False
-    return accelerator, base
+    return accelerator, base, settings
+
+
+def checkpointing(settings: Settings, base: modeling.BaseModel, accelerator: Any, fsdp: bool) -> bool:
+    """Whether to recompute activations: the setting, or for ``auto`` the memory estimate against
+    this GPU's memory (``memory.py``; never on CPU). An ``auto`` decision on a GPU is printed."""
+    device = str(accelerator.device)
+    found = None
+    if device.startswith("cuda") and settings.gradient_checkpointing == "auto":
+        targets = list(base.entry["lora_target_modules"])
+        found = memory.estimate(memory.model_shape(base.model, accelerator.num_processes if fsdp else 1),
+                                memory.lora_params(base.model, targets, settings.lora_r),
+                                settings.micro_batch * settings.cutoff_len, settings.cutoff_len,
+                                2 if accelerator.mixed_precision in ("bf16", "fp16") else 4,
+                                getattr(base.model.config, "_attn_implementation", None) == "eager")
+    on, reason = memory.decide(settings.gradient_checkpointing, found, memory.device_memory(device),
+                               f"{settings.micro_batch} x {settings.cutoff_len} tokens per micro-batch")
+    if found is not None and accelerator.is_local_main_process:
+        click.echo(f"train: {base.entry['name']}: {reason}", err=True)
+    return on
 
 
 def train_one(accelerator: Any, base: modeling.BaseModel, task: dict, examples: list[dict], seed: int,
@@ -145,7 +168,7 @@ def train(settings: Settings, paths: JobPaths, data_dir: Path | str | None = Non
     task = load_task_from_data(data_dir)
     entry, settings, sets = plan(settings, data_dir)
     set_threads(settings.threads)
-    accelerator, base = load(entry, settings, data_dir)
+    accelerator, base, settings = load(entry, settings, data_dir)
     adapters_dir = paths.checkpoints / "adapters"
     adapters = [train_one(accelerator, base, task, examples, seed, settings, adapters_dir, data_dir)
                 for (seed, n), examples in sets.items()]
@@ -186,7 +209,8 @@ def distributed_relaunch(argv: list[str]) -> list[str] | None:
 
 def _oom(entry: dict, settings: Settings, doing: str) -> JobError:
     return JobError(f"model {entry['name']}: out of GPU memory while {doing} (batch-size {settings.batch_size}, "
-                    f"micro-batch-size {settings.micro_batch}, cutoff-len {settings.cutoff_len}); use --load-in-4bit, "
+                    f"micro-batch-size {settings.micro_batch}, cutoff-len {settings.cutoff_len}, gradient-checkpointing "
+                    f"{str(settings.gradient_checkpointing).lower()}); use --gradient-checkpointing true, --load-in-4bit, "
                     "a smaller --micro-batch-size or --cutoff-len, or a larger instance")
 
 

@@ -6,6 +6,10 @@ answer tokens), every step is visible, the step count is ours (``max(min_steps, 
 batch))``, no validation split), and re-creating a Trainer per adapter would re-wrap the model and
 its accelerate state each time. ``accelerate`` does the device/precision/DDP plumbing.
 
+Batches: by default each epoch's examples are grouped by length before they are cut into batches
+(``batch_schedule``: less padding, same examples per epoch, seeded); with ``packing`` a micro-batch
+is one padding-free row whose examples cannot attend to each other (``packing.py``).
+
 One optimiser step sees ``batch_size`` examples (across all GPUs). Each process takes its slice of
 them and runs it in micro-batches of ``micro_batch_size``; every micro-batch's loss is weighted by
 its share of the step's answer tokens, so the accumulated gradient equals the gradient of one big
@@ -23,6 +27,7 @@ from typing import Any
 
 from switchpoint.core import modeling, prompts
 from switchpoint.core.contract import JobError
+from switchpoint.train import packing
 from switchpoint.train.settings import Settings
 
 # Dense bf16/fp16 tensor-core peak per GPU (vendor data sheets), for model FLOPs utilisation.
@@ -57,7 +62,8 @@ def loss_tokens(encoded: dict) -> int:
 
 
 def collate(encoded: list[dict], pad_id: int):
-    """Right-pad a batch; padding is masked out of attention and loss."""
+    """Right-pad a batch; padding is masked out of attention and loss (``packing.collate_packed``
+    is the padding-free alternative)."""
     import torch
 
     width = max(len(e["input_ids"]) for e in encoded)
@@ -107,6 +113,18 @@ def micro_batches(indices: list[int], rank: int, world: int, micro: int, lengths
     return [mine[i: i + micro] for i in range(0, len(mine), micro)]
 
 
+def padded_fraction(lengths: list[int], schedule: list[list[int]], micro: int, group_by_length: bool,
+                    packing: bool = False) -> float:
+    """The share of token slots that are padding over ``schedule``, batched as ``train_step`` batches
+    it on one process (the figure train_metrics.json records as padding_fraction)."""
+    real = slots = 0
+    for indices in schedule:
+        for chunk in micro_batches(indices, 0, 1, micro, lengths if group_by_length else None):
+            real += sum(lengths[i] for i in chunk)
+            slots += sum(lengths[i] for i in chunk) if packing else max(lengths[i] for i in chunk) * len(chunk)
+    return 1 - real / slots if slots else 0.0
+
+
 # --- one adapter --------------------------------------------------------------------------------
 def train_step(model: Any, accelerator: Any, encoded: list[dict], indices: list[int], settings: Settings,
                pad_id: int) -> tuple[float, int, int]:
@@ -124,15 +142,18 @@ def train_step(model: Any, accelerator: Any, encoded: list[dict], indices: list[
         chunks = [indices[:1]]
     loss_sum, seen, slots = 0.0, 0, 0
     for number, chunk in enumerate(chunks):
-        batch = {k: v.to(accelerator.device) for k, v in collate([encoded[i] for i in chunk], pad_id).items()}
-        weight = 0.0 if idle else world * sum(loss_tokens(encoded[i]) for i in chunk) / step_tokens
+        examples = [encoded[i] for i in chunk]
+        tensors = packing.collate_packed(examples) if settings.packing else collate(examples, pad_id)
+        batch = {k: v.to(accelerator.device) for k, v in tensors.items()}
+        weight = 0.0 if idle else world * sum(loss_tokens(e) for e in examples) / step_tokens
         sync = number == len(chunks) - 1  # DDP all-reduces the gradients once, after the last micro-batch
         with (nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
-            loss = model(**batch).loss * weight  # DDP averages over processes, hence the factor world
+            # use_cache=False: packed rows are told apart by their position_ids only without a KV cache
+            loss = model(**batch, use_cache=False).loss * weight  # DDP averages over processes, hence the factor world
         accelerator.backward(loss)
         loss_sum += float(loss.detach().float()) / world
-        seen += 0 if idle else int(batch["attention_mask"].sum())
-        slots += 0 if idle else batch["attention_mask"].numel()
+        seen += 0 if idle else sum(len(e["input_ids"]) for e in examples)
+        slots += 0 if idle else batch["input_ids"].numel()
     return loss_sum, seen, slots
 
 

@@ -7,7 +7,7 @@ may also hold orchestration keys (instance type, spot, run time): those are not 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 from switchpoint.core.settings import JobSettings
@@ -39,9 +39,13 @@ class Settings(JobSettings):
     load_in_4bit: bool | None = Field(None, description="true/false: QLoRA 4-bit base (bitsandbytes, CUDA only) "
                                                         "[default: the model's load_in_4bit in models.yaml].")
     load_in_8bit: bool = Field(False, description="true/false: 8-bit base (bitsandbytes, CUDA only).")
-    gradient_checkpointing: bool = Field(False, description="true/false: recompute activations to save memory.")
-    group_by_length: bool = Field(False, description="true/false: batch examples of similar length together (less "
-                                                     "padding; each epoch still sees every example once).")
+    gradient_checkpointing: Literal["auto"] | bool = Field(
+        "auto", description="auto/true/false: recompute activations to save memory; auto turns it on when the "
+                            "memory estimate (weights + LoRA states + activations) exceeds 90% of the GPU's.")
+    group_by_length: bool = Field(True, description="true/false: batch examples of similar length together (less "
+                                                    "padding; each epoch still sees every example once).")
+    packing: bool = Field(False, description="true/false: concatenate each micro-batch's examples into one row "
+                                             "without padding, attention kept within each example (position_ids).")
     threads: int | None = Field(None, ge=1, description="torch CPU threads [default: the cores this process may "
                                                         "run on, os.sched_getaffinity].")
 
