@@ -1,100 +1,129 @@
-"""The adaptive sweep, simulated on study-like curves: the same N* as the full grid, for far fewer GPU hours.
+"""The adaptive sweep: the same N* as the full grid for far fewer GPU hours, by simulation and end to end.
 
-The curves imitate the reference study (JSQuAD F1): a 7B model reaches Claude Instant's level at a
-few dozen examples and Claude 2.1's at a few hundred; a 1B model never does; the grid runs to 4096.
-Each measured mean carries a fixed pseudo-random error, and a size "matches" a tier when the lower
-bound of (fine-tuned - prompting) is above -margin, as in the report's rule.
+The simulations (tests/adaptive_sim.py) replay ``adaptive.decide`` round by round on two kinds of
+curves and compute, at every round, what the report would say with the report's own code
+(``report.transitions``: the match rule with persistence, N* and its bootstrap interval):
+
+* synthetic study-like curves (JSQuAD F1): a 7B model reaches Claude Instant's level at about a
+  hundred examples and Claude 2.1's at a few hundred, a 1B model never does; the grid and seeds are
+  the study's (to 4096; three seeds up to N=256, one beyond), the cost a GPU-hour model per size;
+* the toy task's real full-grid run (tests/data/adaptive/toy-full-grid.json, recorded from
+  tests/data/adaptive/toy-full-grid.yaml: to N=256, three seeds everywhere), its cost the train and
+  infer jobs' own wall seconds.
 """
 
 from __future__ import annotations
 
-import math
-import random
+import csv
+import io
 
 import pytest
+from adaptive_sim import Synthetic, Toy, grid_seeds, outcome, share_of_grid, simulate
 from switchpoint.orchestration.adaptive import (
     ModelRound,
     decide,
-    first_round,
+    grid_bracket,
     persistent_match,
+    seeds_needed,
 )
 
-GRID = [0, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
-LEVELS = {"claude-instant-1.2": 70.0, "claude-2.1": 80.0}
-MARGIN = 1.0
-SE_DIFF = 1.1  # standard error of the paired difference on 500 examples
-# model -> (params in billions, low, high, centre in log2 N, width)
-CURVES = {
-    "open-calm-1b": (1.4, 20.0, 62.0, 7.0, 1.5),
-    "rinna-3.6b": (3.6, 25.0, 76.0, 6.0, 1.5),
-    "elyza-7b": (6.7, 40.0, 88.0, 6.0, 1.6),
-    "swallow-13b": (13.1, 45.0, 90.0, 6.5, 1.6),
-}
+GRID = Synthetic.grid
 
 
-def mean_at(model: str, n: int) -> float:
-    params, low, high, centre, width = CURVES[model]
-    x = math.log2(n) if n > 0 else -2.0
-    noise = random.Random(f"{model}/{n}").gauss(0.0, 0.5)
-    return low + (high - low) / (1 + math.exp(-(x - centre) / width)) + noise
-
-
-def gpu_hours(model: str, n: int) -> float:
-    """Training (3 epochs, at least 20 steps of 4) plus one inference pass over the eval set."""
-    params = CURVES[model][0]
-    train_examples = max(20 * 4, 3 * n) if n > 0 else 0
-    return params * (train_examples + 96)  # inference of 500 examples costs about 96 trained examples
-
-
-def observe(model: str, sizes: set[int]) -> ModelRound:
-    means = {n: mean_at(model, n) for n in sizes}
-    matches = {tier: {n: means[n] - level - 1.96 * SE_DIFF >= -MARGIN for n in sizes} for tier, level in LEVELS.items()}
-    return ModelRound(model, means, {n: gpu_hours(model, n) for n in sizes}, matches)
-
-
-def grid_n_star(model: str, tier: str) -> int | None:
-    return persistent_match(observe(model, set(GRID)).matches[tier])
-
-
-def simulate() -> tuple[dict[str, set[int]], dict[str, str]]:
-    measured = {m: set(first_round(GRID)) for m in CURVES}
-    stops: dict[str, str] = {}
-    for _ in range(len(GRID)):
-        rounds = {m: observe(m, measured[m]) for m in CURVES if m not in stops}
-        if not rounds:
-            break
-        for d in decide(rounds, LEVELS, GRID, margin=MARGIN):
-            if d.stop:
-                stops[d.model] = d.stop
-            measured[d.model].update(d.sizes)
-    return measured, stops
+def assert_same_answer(curves, seeds: dict[str, dict[int, int]], stops: dict[str, str]) -> None:
+    """Per model and tier: the grid's first persistent match, and N* inside the grid's 95% interval."""
+    for model in curves.models:
+        for tier in curves.levels:
+            grid, got = outcome(curves, model, tier, grid_seeds(curves)), outcome(curves, model, tier, seeds[model])
+            where = f"{model} vs {tier} ({stops[model]})"
+            assert got.n_match == grid.n_match, where
+            if grid.n_star is None:
+                assert got.n_star is None, where
+            else:
+                assert grid.n_star_low <= got.n_star <= grid.n_star_high, where
 
 
 def test_adaptive_sweep_finds_the_grids_n_star_for_under_40_percent_of_its_gpu_hours():
-    measured, stops = simulate()
-    assert set(stops) == set(CURVES), "every model ends with a reason"
-    for model in CURVES:
-        got = observe(model, measured[model])
-        for tier in LEVELS:
-            expected = grid_n_star(model, tier)
-            found = persistent_match(got.matches[tier])
-            assert found == expected, f"{model} vs {tier}: adaptive N*={found}, grid N*={expected} ({stops[model]})"
-    full = sum(gpu_hours(m, n) for m in CURVES for n in GRID)
-    spent = sum(gpu_hours(m, n) for m, sizes in measured.items() for n in sizes)
-    assert spent / full <= 0.40, f"adaptive spent {spent / full:.0%} of the grid's GPU hours"
+    curves = Synthetic()
+    seeds, stops = simulate(curves)
+    assert set(stops) == set(curves.models), "every model ends with a reason"
+    assert_same_answer(curves, seeds, stops)
+    assert share_of_grid(curves, seeds) <= 0.40, f"adaptive spent {share_of_grid(curves, seeds):.1%} of the grid"
+
+
+def test_on_the_toy_tasks_recorded_run_the_answer_is_the_grids_for_under_40_percent_of_its_seconds():
+    """The toy task's N* sits at the grid's start: the tiny random model's few-shot arm scores 0 on every
+    example, so the first adapter that names a category at all matches (N*=2, interval 2-2). The
+    saving is then the first round's (N=0..8 at one seed) against the whole grid (to 256, three seeds),
+    costed with the jobs' own wall seconds on a shared 2-core machine (noisy: the first adapter of a
+    job carries its warm-up). A curve that crossed late would save less; the study-like test covers that.
+    """
+    curves = Toy()
+    report = curves.record["report"]
+    replay = outcome(curves, Toy.model, next(iter(curves.levels)), grid_seeds(curves))
+    assert replay.n_match == report["n_match"] and replay.n_star == pytest.approx(report["n_star"])
+    seeds, stops = simulate(curves)
+    assert_same_answer(curves, seeds, stops)
+    assert share_of_grid(curves, seeds) <= 0.40, f"adaptive spent {share_of_grid(curves, seeds):.1%} of the grid"
+
+
+def test_extra_seeds_go_only_to_the_sizes_bracketing_n_star():
+    curves = Synthetic()
+    seeds, _ = simulate(curves)
+    hardest = max(curves.levels, key=curves.levels.get)
+    seeded = {m: sorted(n for n, k in sizes.items() if k > 1) for m, sizes in seeds.items()}
+    assert any(seeded.values()), "some interval was wider than the grid's bracket and got seeds"
+    for model, sizes in seeded.items():
+        if sizes:
+            star = outcome(curves, model, hardest, seeds[model]).n_star
+            assert set(sizes) <= set(grid_bracket(curves.grid, star)), model
+            assert all(seeds[model][n] == curves.max_seeds[n] for n in sizes)  # every seed the sweep prepared
+
+
+def _settled(low: float, high: float, seeds: dict[int, int]) -> ModelRound:
+    means = {0: 40.0, 128: 75.0, 256: 79.0, 512: 83.0, 1024: 85.0}
+    matches = {"t": {n: n >= 512 for n in means}}
+    return ModelRound("m", means, {n: 1.0 for n in means}, matches, seeds=seeds, n_star={"t": (300.0, low, high)})
+
+
+@pytest.mark.parametrize("low, high, seeds, expected", [
+    (200.0, 600.0, {}, [256, 512]),  # wider than 256-512: the other seeds at both bracketing sizes
+    (260.0, 500.0, {}, []),  # within the bracket: one seed is enough
+    (200.0, 600.0, {256: 3}, [512]),  # 256 already has all three
+    (200.0, 600.0, {256: 3, 512: 3}, []),  # nothing more was prepared
+])
+def test_seeds_are_asked_for_only_while_the_interval_is_wider_than_the_grids_bracket(low, high, seeds, expected):
+    max_seeds = {n: 3 for n in GRID}
+    assert seeds_needed(_settled(low, high, seeds), "t", GRID, max_seeds) == expected
+    (d,) = decide({"m": _settled(low, high, seeds)}, {"t": 80.0}, GRID, margin=1.0, max_seeds=max_seeds)
+    assert d.more_seeds == expected and (d.stop is None) == bool(expected)
+
+
+def test_a_size_the_sweep_prepared_one_seed_for_gets_no_more():
+    """Above seeds_up_to_n the data step draws one seed only: the decision asks for none there."""
+    (d,) = decide({"m": _settled(200.0, 600.0, {})}, {"t": 80.0}, GRID, margin=1.0,
+                  max_seeds={n: 3 if n <= 256 else 1 for n in GRID})
+    assert d.more_seeds == [256]
+
+
+@pytest.mark.parametrize("n_star, expected", [(300.0, (256, 512)), (256.0, (128, 256)), (1.5, (0, 2)), (2.0, (0, 2))])
+def test_n_stars_bracket_is_two_adjacent_grid_sizes(n_star, expected):
+    assert grid_bracket(GRID, n_star) == expected
 
 
 def test_a_model_that_never_reaches_the_level_stops_when_its_curve_has_flattened():
-    _, stops = simulate()
+    curves = Synthetic()
+    _, stops = simulate(curves)
     assert "cannot reach" in stops["open-calm-1b"]
-    assert grid_n_star("open-calm-1b", "claude-2.1") is None
+    assert outcome(curves, "open-calm-1b", "claude-2.1", grid_seeds(curves)).n_match is None
 
 
 def test_a_match_is_confirmed_at_a_larger_size_before_the_model_stops():
-    measured, stops = simulate()
-    n_star = grid_n_star("elyza-7b", "claude-2.1")
-    assert n_star is not None and "confirmed" in stops["elyza-7b"]
-    assert max(measured["elyza-7b"]) > n_star
+    curves = Synthetic()
+    seeds, stops = simulate(curves)
+    n_match = outcome(curves, "elyza-7b", "claude-2.1", grid_seeds(curves)).n_match
+    assert n_match is not None and "confirmed" in stops["elyza-7b"]
+    assert max(seeds["elyza-7b"]) > n_match
 
 
 @pytest.mark.parametrize("matches, expected", [
@@ -112,6 +141,61 @@ def test_a_worse_and_costlier_model_is_stopped_as_dominated():
     decisions = {d.model: d for d in decide({"a": cheap, "b": dear}, {"t": 90.0}, GRID, margin=1.0)}
     assert decisions["b"].stop and "dominated by a" in decisions["b"].stop
     assert decisions["a"].stop is None and decisions["a"].sizes == [8]
+
+
+RESULT_COLS = ["kind", "model", "n", "seed", "metric", "mean", "train_wall_s", "infer_wall_s", "train_usd", "infer_usd"]
+TRANSITION_COLS = ["metric", "model", "prompt_model", "prompt_variant", "prompt_mean", "n_match", "n_star",
+                   "n_star_low", "n_star_high"]
+
+
+def _fake_rounds(run, seconds: float, usd: float):
+    """A round that 'runs' every asked size (a curve that never reaches the level), each costing
+    ``seconds`` and ``usd``, and writes the report's two tables as the report job would."""
+    asked = []
+
+    def run_round(sweep: dict) -> None:
+        from switchpoint.orchestration.rounds import ROUND_SEEDS, ROUND_SIZES
+
+        asked.append((sweep[ROUND_SIZES], sweep[ROUND_SEEDS]))
+        out = io.StringIO()
+        writer = csv.DictWriter(out, RESULT_COLS)
+        writer.writeheader()
+        for model, sizes in sweep[ROUND_SIZES].items():
+            for n in sizes:
+                writer.writerow({"kind": "finetune", "model": model, "n": n, "seed": 0, "metric": "exact_match",
+                                 "mean": 10.0 + n / 100, "train_wall_s": seconds, "infer_wall_s": 0.0,
+                                 "train_usd": usd, "infer_usd": 0.0})
+        run.write_text("report/results.csv", out.getvalue())
+        out = io.StringIO()
+        writer = csv.DictWriter(out, TRANSITION_COLS)
+        writer.writeheader()
+        for model in sweep[ROUND_SIZES]:
+            writer.writerow({"metric": "exact_match", "model": model, "prompt_model": "claude", "prompt_variant": "",
+                             "prompt_mean": 90.0, "n_match": "", "n_star": "", "n_star_low": "", "n_star_high": ""})
+        run.write_text("report/transitions.csv", out.getvalue())
+
+    return run_round, asked
+
+
+@pytest.mark.parametrize("budget, seconds, usd, reason, rounds", [
+    ({"max_gpu_hours": 3.0}, 1800.0, 0.0, "the GPU-hour budget is spent (3 of 3 h)", 3),  # 4, 5 then 6 sizes of 0.5 h
+    ({"max_usd": 10.0}, 1.0, 2.0, "the dollar budget is spent ($10.00 of $10)", 2),  # 4 then 5 sizes of $2
+    ({"max_usd": 1000.0}, 1.0, 2.0, "every model has its answer", 4),  # the grid's end (64) first: 4 + 3 rounds
+])
+def test_the_sweep_stops_on_its_gpu_hour_or_dollar_budget_and_records_why(tmp_path, budget, seconds, usd, reason, rounds):
+    from switchpoint.core import manifests
+    from switchpoint.core.store import open_store
+    from switchpoint.orchestration.rounds import RECORD, run_adaptive
+
+    sweep = manifests.load_sweep("smoke-adaptive")
+    sweep["adaptive"].update(budget)
+    run = open_store(tmp_path)
+    run_round, asked = _fake_rounds(run, seconds, usd)
+    said: list[str] = []
+    summary = run_adaptive(sweep, manifests.load_task("toy-ja"), run, run_round, said.append)
+    assert summary["reason"] == reason and len(asked) == rounds
+    assert run.read_json(RECORD)["reason"] == reason and reason in said[-1]
+    assert asked[0] == ({"tiny-gpt-neox": [0, 2, 4, 8]}, {"tiny-gpt-neox": []})  # first round: one seed everywhere
 
 
 def test_the_adaptive_smoke_sweep_runs_offline_end_to_end_and_trains_only_what_it_needs(tmp_path):

@@ -214,7 +214,7 @@ SWEEP_DEFAULTS: dict[str, Any] = {
     "train": {"instance_type": "ml.g5.2xlarge", "spot": False, "max_runtime_s": 86400},
     "infer": {"instance_type": "ml.g5.2xlarge"},
     "score": {"bootstrap": 10000, "instance_type": "ml.m5.xlarge"},
-    "adaptive": {"enabled": False, "margin": 1.0, "max_gpu_hours": None},
+    "adaptive": {"enabled": False, "margin": 1.0, "max_gpu_hours": None, "max_usd": None},
     "images": {},
     "sagemaker": {"role_arn": None, "region": None, "volume_gb": 100},
 }

@@ -130,7 +130,7 @@ MODELS_SCHEMA: dict[str, Any] = {
                     "prompt_format": {"enum": list(PROMPT_FORMATS)},
                     "add_bos": {"type": "boolean"},
                     "newline": {"type": "string", "minLength": 1},
-                    "tokenizer": {"enum": ["auto", "sentencepiece"]},
+                    "tokenizer": {"enum": ["auto", "sentencepiece", "tokenizer-json"]},
                     "instance_type": {"type": "string"},
                     "load_in_4bit": {"type": "boolean"},
                     "trust_remote_code": {"type": "boolean"},
@@ -251,6 +251,7 @@ SWEEP_SCHEMA: dict[str, Any] = {
                 "enabled": {"type": "boolean"},
                 "margin": {"type": "number", "minimum": 0},
                 "max_gpu_hours": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                "max_usd": {"type": ["number", "null"], "exclusiveMinimum": 0},
             },
         },
         # Every seed is drawn only for N <= seeds_up_to_n; larger N use the first seed (null: every N).

@@ -225,9 +225,9 @@ def prepare(settings: Settings, out_dir: Path, sweep: dict | None = None) -> dic
 
 def public_sweep(sweep: dict) -> dict:
     """The resolved sweep as the data folder carries it: no host path, no copy of the model entries."""
-    # round_sizes: an adaptive round's per-model sizes (orchestration only), not part of the data.
+    # round_sizes/round_seeds: an adaptive round's per-model sizes and seeds (orchestration only), not data.
     return {k: v for k, v in sweep.items() if k not in ("manifest_path", "model_entries", "api_model_entries",
-                                                         "round_sizes")}
+                                                         "round_sizes", "round_seeds")}
 
 
 # --- CLI -------------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
 """The adaptive sweep's rounds: train -> infer -> score -> report -> decide, until each model has its answer.
 
-Round 1 runs every model at the first sizes of the grid (``adaptive.first_round``). After each
-round the report's own tables (results.csv: means and seconds per arm; transitions.csv: the match
-rule's first persistent N and N*'s interval per prompting tier) are read back, ``adaptive.decide``
-says what each model needs next, and the next round runs only that. Every round is an ordinary
-sweep run: steps whose inputs and settings are unchanged are skipped, so a killed adaptive sweep
-resumes like any other. ``runs/adaptive.json`` records every round, what was decided and why the
-sweep stopped. ``plan`` prices the worst case: the whole grid.
+Round 1 runs every model at the first sizes of the grid (``adaptive.first_round``) with the sweep's
+first seed only. After each round the report's own tables (results.csv: means, seconds and dollars
+per arm and seed; transitions.csv: the match rule's first persistent N and N*'s interval per
+prompting tier) are read back, ``adaptive.decide`` says what each model needs next (a larger size,
+or the sweep's other seeds at the two sizes bracketing N*), and the next round runs only that. Every
+round is an ordinary sweep run: steps whose inputs and settings are unchanged are skipped, so a
+killed adaptive sweep resumes like any other. The sweep also stops when what the rounds have spent
+reaches ``adaptive.max_gpu_hours`` or ``adaptive.max_usd``. ``runs/adaptive.json`` records every
+round, what was decided and why the sweep stopped. ``plan`` prices the worst case: the whole grid.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import csv
 import io
 import math
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from switchpoint.core import layout, manifests
 from switchpoint.core.store import Store
@@ -24,6 +27,7 @@ from switchpoint.orchestration.steps import model_entries
 
 RunRound = Callable[[dict], object]  # runs one round's sweep (the orchestration's run_sweep, bound)
 ROUND_SIZES = "round_sizes"  # the in-memory sweep key that gives each model its sizes for a round
+ROUND_SEEDS = "round_seeds"  # ... and the sizes where it runs every prepared seed (elsewhere the first only)
 RECORD = "runs/adaptive.json"
 
 
@@ -40,68 +44,125 @@ def _number(text: str | None) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
-def read_round(run: Store, primary: str, models: list[str]) -> tuple[dict[str, ModelRound], dict[str, float]]:
-    """What the last round measured, per model, and each prompting tier's level, from the report."""
+@dataclass
+class Spent:
+    """What the rounds have cost so far, from the report's per-arm figures (the jobs' own metrics)."""
+
+    seconds: float = 0.0  # train + inference wall seconds of every arm (machine time, GPU on a GPU instance)
+    usd: float = 0.0  # train + inference + API dollars
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.seconds / 3600
+
+
+def _tier(row: dict[str, str]) -> str:
+    return " ".join(filter(None, (row["prompt_model"], row.get("prompt_variant"))))
+
+
+def read_round(run: Store, primary: str, models: list[str]) -> tuple[dict[str, ModelRound], dict[str, float], Spent]:
+    """What the rounds measured, per model, each prompting tier's level and what it cost, from the report."""
     means: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     seconds: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    spent = Spent()
     for row in _rows(run, "results.csv"):
-        if row["kind"] != "finetune" or row["model"] not in models or row["metric"] != primary:
+        if row["metric"] != primary:
             continue
-        n = int(row["n"])
-        means[row["model"]][n].append(float(row["mean"]))
-        seconds[row["model"]][n] += sum(_number(row.get(k)) or 0.0 for k in ("train_wall_s", "infer_wall_s"))
+        row_s = sum(_number(row.get(k)) or 0.0 for k in ("train_wall_s", "infer_wall_s"))
+        spent.seconds += row_s
+        spent.usd += sum(_number(row.get(k)) or 0.0 for k in ("train_usd", "infer_usd", "api_usd"))
+        if row["kind"] == "finetune" and row["model"] in models:
+            n = int(row["n"])
+            means[row["model"]][n].append(float(row["mean"]))
+            seconds[row["model"]][n] += row_s
     levels: dict[str, float] = {}
     matched: dict[str, dict[str, int | None]] = defaultdict(dict)  # model -> tier -> first persistent match
+    stars: dict[str, dict[str, tuple[float, float, float]]] = defaultdict(dict)  # model -> tier -> N* interval
     for row in _rows(run, "transitions.csv"):
         if row["metric"] != primary or row["model"] not in models:
             continue
-        tier = " ".join(filter(None, (row["prompt_model"], row.get("prompt_variant"))))
+        tier = _tier(row)
         levels[tier] = float(row["prompt_mean"])
         n_match = _number(row.get("n_match"))
         matched[row["model"]][tier] = None if n_match is None else int(n_match)
+        star = [_number(row.get(k)) for k in ("n_star", "n_star_low", "n_star_high")]
+        if all(v is not None for v in star):
+            stars[row["model"]][tier] = (star[0], star[1], star[2])
     rounds = {}
     for model in models:
         sizes = means[model]
         rounds[model] = ModelRound(
             model, {n: sum(v) / len(v) for n, v in sizes.items()}, dict(seconds[model]),
-            {tier: {n: first is not None and n >= first for n in sizes} for tier, first in matched[model].items()})
-    return rounds, levels
+            {tier: {n: first is not None and n >= first for n in sizes} for tier, first in matched[model].items()},
+            seeds={n: len(v) for n, v in sizes.items()}, n_star=dict(stars[model]))
+    return rounds, levels, spent
+
+
+def prepared_seeds(sweep: dict, grid: list[int]) -> dict[int, int]:
+    """N -> how many seeds the data step prepares there (all up to seeds_up_to_n, one beyond; one at N=0)."""
+    return {n: len(manifests.seeds_at(n, sweep["seeds"], sweep.get("seeds_up_to_n"))) if n > 0 else 1 for n in grid}
+
+
+def over_budget(spent: Spent, settings: dict) -> str | None:
+    """Why the sweep must stop for its budget (None while it may go on)."""
+    hours, usd = settings.get("max_gpu_hours"), settings.get("max_usd")
+    if hours is not None and spent.gpu_hours >= hours:
+        return f"the GPU-hour budget is spent ({spent.gpu_hours:.3g} of {hours:g} h)"
+    if usd is not None and spent.usd >= usd:
+        return f"the dollar budget is spent (${spent.usd:.2f} of ${usd:g})"
+    return None
 
 
 def run_adaptive(sweep: dict, task: dict, run: Store, run_round: RunRound, echo: Callable[[str], None]) -> dict:
-    """Run rounds until every model has stopped (or the sweep's GPU-hour budget is spent)."""
+    """Run rounds until every model has stopped or a budget (adaptive.max_gpu_hours / max_usd) is spent."""
     grid = manifests.sweep_sizes(sweep, task["name"])
     models = list(model_entries(sweep))
-    budget_h = (sweep.get("adaptive") or {}).get("max_gpu_hours")
-    margin = float((sweep.get("adaptive") or {}).get("margin", 1.0))
+    settings = sweep.get("adaptive") or {}
+    margin = float(settings.get("margin", 1.0))
     primary = task.get("primary_metric") or task["metrics"][0]
+    max_seeds = prepared_seeds(sweep, grid)
     measured = {m: set(first_round(grid)) for m in models}
+    seeded: dict[str, set[int]] = {m: set() for m in models}  # sizes that run every prepared seed
     stopped: dict[str, str] = {}
     history: list[dict] = []
     reason = "the grid is exhausted"
-    for number in range(1, len(grid) + 2):
+    for number in range(1, 2 * len(grid) + 2):
         echo(f"[{task['name']}] adaptive round {number}: " + "; ".join(
-            f"{m} N={','.join(map(str, sorted(measured[m])))}" for m in models if m not in stopped))
-        run_round({**sweep, ROUND_SIZES: {m: sorted(s) for m, s in measured.items()}})
-        observed, levels = read_round(run, primary, models)
-        spent_h = sum(sum(r.usd.values()) for r in observed.values()) / 3600
+            f"{m} N={','.join(map(str, sorted(measured[m])))}"
+            + (f" (every seed at N={','.join(map(str, sorted(seeded[m])))})" if seeded[m] else "")
+            for m in models if m not in stopped))
+        run_round(round_sweep(sweep, measured, seeded))
+        observed, levels, spent = read_round(run, primary, models)
         active = {m: r for m, r in observed.items() if m not in stopped}
-        decisions = decide(active, levels, grid, margin=margin)
+        decisions = decide(active, levels, grid, margin=margin, max_seeds=max_seeds)
         history.append({"round": number, "sizes": {m: sorted(s) for m, s in measured.items()},
-                        "levels": levels, "seconds": round(spent_h * 3600, 3),
+                        "every_seed_at": {m: sorted(s) for m, s in seeded.items()}, "levels": levels,
+                        "seconds": round(spent.seconds, 3), "usd": round(spent.usd, 6),
                         "decisions": [_as_dict(d) for d in decisions]})
         for d in decisions:
             if d.stop:
                 stopped[d.model] = d.stop
                 echo(f"[{task['name']}] {d.model}: stops: {d.stop}")
-            else:
-                measured[d.model].update(d.sizes)
+            measured[d.model].update(d.sizes)
+            seeded[d.model].update(d.more_seeds)
         if len(stopped) == len(models):
             reason = "every model has its answer"
             break
-        if budget_h is not None and spent_h >= budget_h:
-            reason = f"the GPU-hour budget ({budget_h} h) is spent"
+        budget = over_budget(spent, settings)
+        if budget:
+            reason = budget
             break
+    return _finish(run, task, history, stopped, reason, measured, grid, models, echo)
+
+
+def round_sweep(sweep: dict, measured: dict[str, set[int]], seeded: dict[str, set[int]]) -> dict:
+    """The sweep one round runs: each model's sizes so far, and where it runs more than the first seed."""
+    return {**sweep, ROUND_SIZES: {m: sorted(s) for m, s in measured.items()},
+            ROUND_SEEDS: {m: sorted(s) for m, s in seeded.items()}}
+
+
+def _finish(run: Store, task: dict, history: list[dict], stopped: dict[str, str], reason: str,
+            measured: dict[str, set[int]], grid: list[int], models: list[str], echo: Callable[[str], None]) -> dict:
     grid_points = len(grid) * len(models)
     summary = {"rounds": history, "stopped": stopped, "reason": reason,
                "sizes_run": sum(len(s) for s in measured.values()), "grid_sizes": grid_points}
@@ -112,4 +173,4 @@ def run_adaptive(sweep: dict, task: dict, run: Store, run_round: RunRound, echo:
 
 
 def _as_dict(d: Decision) -> dict:
-    return {"model": d.model, "sizes": d.sizes, "stop": d.stop}
+    return {"model": d.model, "sizes": d.sizes, "more_seeds": d.more_seeds, "stop": d.stop}
