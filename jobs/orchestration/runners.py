@@ -1,7 +1,8 @@
 """Runners: one job contract, three ways to run it (SageMaker's lives in ``sagemaker.py``).
 
 ``local``     stages the step's inputs from the store into a private temporary ``/opt/ml``-shaped
-              folder, runs ``switchpoint <job> --ml-root <folder>`` in this environment.
+              folder, runs ``switchpoint <job> --ml-root <folder>`` in this environment (forked from a
+              warm server that has imported torch once, launcher.py; a plain subprocess otherwise).
 ``docker``    the same folder mounted at ``/opt/ml`` in ``docker run`` of the job's image, as the
               host user (so the folder stays 0700).
 
@@ -34,6 +35,7 @@ from switchpoint.core.contract import (
     write_hyperparameters,
 )
 from switchpoint.core.store import Store, file_entry, local_files
+from switchpoint.orchestration import launcher
 from switchpoint.orchestration.records import Heartbeat, record_run
 from switchpoint.orchestration.steps import ML_ROOT, RUN_STORE, Step
 from switchpoint.orchestration.workdirs import staging_dir
@@ -44,8 +46,10 @@ POLL_S = 5.0  # how often a runner looks for finished adapters while its job run
 # ever appears in a command line, a log or an image.
 PASSTHROUGH_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
                    "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL", "HF_TOKEN", "HF_HUB_OFFLINE")
+# A started job: a subprocess, or a local job forked from the warm launcher (the same methods).
+Job = subprocess.Popen | launcher.WarmJob
 # Called with (adapter path relative to the checkpoints, the job's process) after each adapter is published.
-OnPublish = Callable[[str, subprocess.Popen], None]
+OnPublish = Callable[[str, Job], None]
 
 __all__ = [
     "CONTAINER_ROOT",
@@ -56,6 +60,7 @@ __all__ = [
     "run_docker",
     "run_local",
     "step_args",
+    "warm_up",
 ]
 
 
@@ -170,7 +175,7 @@ def _failure_reason(root: Path, returncode: int) -> str:
     return f"exited with code {returncode} without writing {CONTAINER_ROOT}/output/failure"
 
 
-def _wait(proc: subprocess.Popen, publisher: AdapterPublisher | None, on_publish: OnPublish | None,
+def _wait(proc: Job, publisher: AdapterPublisher | None, on_publish: OnPublish | None,
           poll_s: float) -> int:
     """Wait for the job, publishing finished adapters every ``poll_s`` seconds (no sleeps: a timed wait)."""
     while True:
@@ -185,7 +190,7 @@ def _wait(proc: subprocess.Popen, publisher: AdapterPublisher | None, on_publish
             return returncode
 
 
-def _stop(proc: subprocess.Popen, stop_cmd: list[str] | None) -> None:
+def _stop(proc: Job, stop_cmd: list[str] | None) -> None:
     """End a job whose runner is interrupted (a docker client's container is stopped by name)."""
     if stop_cmd:
         subprocess.run(stop_cmd, capture_output=True, check=False)
@@ -199,14 +204,15 @@ def _stop(proc: subprocess.Popen, stop_cmd: list[str] | None) -> None:
 
 
 def _execute(step: Step, run: Store, root: Path, cmd: list[str], *, backend: str, fingerprint: dict | None,
-             poll_s: float = POLL_S, on_publish: OnPublish | None = None, stop_cmd: list[str] | None = None) -> dict:
+             poll_s: float = POLL_S, on_publish: OnPublish | None = None, stop_cmd: list[str] | None = None,
+             start: Callable[[list[str]], Job] = subprocess.Popen) -> dict:
     publisher = AdapterPublisher(step, run, root) if step.kind == "training" else None
     if publisher:
         publisher.restored()
     started = time.monotonic()
     try:
         with Heartbeat(run, step, backend=backend):
-            proc = subprocess.Popen(cmd)
+            proc = start(cmd)
             try:
                 returncode = _wait(proc, publisher, on_publish, poll_s)
             except BaseException:
@@ -235,14 +241,20 @@ def _execute(step: Step, run: Store, root: Path, cmd: list[str], *, backend: str
 
 
 # --- local -----------------------------------------------------------------------------------
+def warm_up(jobs: list[str]) -> bool:
+    """Start the local launcher's warm server now (in the background) when a torch job is among ``jobs``."""
+    return launcher.warm_up(jobs)
+
+
 def run_local(step: Step, run: Store, *, fingerprint: dict | None = None, report_inputs: list[str] | None = None,
               poll_s: float = POLL_S, on_publish: OnPublish | None = None) -> dict:
-    """Run a step as a subprocess of this environment over a private temporary /opt/ml-shaped folder."""
+    """Run a step as ``python -m switchpoint <job>`` in this environment over a private temporary /opt/ml-shaped
+    folder: forked from the warm launcher's server when it can be (launcher.py), else a plain subprocess."""
     with staging_dir(step.name) as root:
         _stage_inputs(step, run, root, report_inputs)
         cmd = [sys.executable, "-m", "switchpoint", step.job, "--ml-root", str(root), *step_args(step, str(root), run.uri)]
         return _execute(step, run, root, cmd, backend="local", fingerprint=fingerprint, poll_s=poll_s,
-                        on_publish=on_publish)
+                        on_publish=on_publish, start=launcher.launch)
 
 
 # --- docker ----------------------------------------------------------------------------------

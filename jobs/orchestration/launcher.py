@@ -1,0 +1,249 @@
+"""The local runner's warm launcher: jobs forked from a server that has imported torch once.
+
+A local step used to start as ``python -m switchpoint <job> ...``, and each torch job paid ~3.4 s
+of imports (torch, transformers, peft) before doing any work; the smoke sweep pays it in train and
+again in infer-local. Here a multiprocessing ``forkserver`` imports those once (``warm_imports``),
+started early in a sweep (while the data step runs), and each job is a child forked from it that
+runs the very same click command, under the same contract as the plain process:
+
+- the same argv (``sys.argv`` too, which the train job's multi-GPU relaunch re-uses);
+- the runner's environment and working folder *at launch*, passed explicitly (the server's are
+  fixed when it starts); a server whose environment differs from the runner's is not used for a
+  job, since packages read some variables (``HF_HOME``, ``HF_HUB_OFFLINE``) at import time;
+- the runner's stdout and stderr at launch (passed as file descriptors);
+- its exit code (a ``SystemExit`` code, 1 for an uncaught exception, ``-N`` for a signal), so the
+  ``output/failure`` file and its reason work as before; ``terminate``/``kill``/``wait``/``poll``
+  as on a ``subprocess.Popen``; Ctrl-C reaches the job as ``KeyboardInterrupt`` (the server
+  itself ignores SIGINT);
+- torch's threads are set by the job itself from the cores it may use (``--threads``), as before.
+
+Plain ``subprocess.Popen`` stays: for docker and SageMaker (other code paths), off Linux, with
+``SWITCHPOINT_WARM_LAUNCHER=0``, for a light job (score, report) when no warm server is ready
+(waiting for torch to import would cost it more than it saves), and whenever the server cannot
+start.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import runpy
+import subprocess
+import sys
+import threading
+from typing import Any
+
+ENV_SWITCH = "SWITCHPOINT_WARM_LAUNCHER"  # "0" runs every local job as a plain subprocess
+TORCH_JOBS = frozenset({"train", "infer-local"})  # jobs that import torch: worth waiting for the server
+READY_TIMEOUT_S = 600.0  # a server not ready by then is given up (the job starts as a plain process)
+# Variables that change between otherwise equal environments and that no package reads at import.
+VOLATILE_ENV = frozenset({"PYTEST_CURRENT_TEST"})
+PRELOAD = ["switchpoint.orchestration.warm_imports", "switchpoint.orchestration.launcher"]
+
+__all__ = ["ENV_SWITCH", "TORCH_JOBS", "WarmJob", "enabled", "fork", "launch", "ready", "warm_up"]
+
+
+def enabled() -> bool:
+    """Warm launches are on unless switched off, on Linux where a fork server exists."""
+    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods()
+
+
+# --- the child side ----------------------------------------------------------------------------
+class _InheritedFd:
+    """A file descriptor sent to the forked job (pickled while multiprocessing launches it)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple:
+        from multiprocessing import reduction
+
+        return (_received, (reduction.DupFd(self.fd),))
+
+
+def _received(dup: Any) -> int:
+    return dup.detach()
+
+
+def _run_job(argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int) -> None:
+    """In the forked child: become ``python -m switchpoint <argv>`` and run it to its exit."""
+    for fd, target in ((stdout, 1), (stderr, 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+    # The server started with this environment (launch checks it); what its imports added stays, as it
+    # would in a process that imported them; the runner's values are set again all the same.
+    os.environ.update(env)
+    for name in VOLATILE_ENV - env.keys():
+        os.environ.pop(name, None)
+    os.chdir(cwd)
+    sys.argv = ["-m", *argv]  # runpy sets argv[0] to the package's __main__.py, as `python -m` does
+    try:
+        # Exactly what `python -m switchpoint` runs (click then names the program as it does there);
+        # the command ends in SystemExit(code).
+        runpy.run_module("switchpoint", run_name="__main__", alter_sys=True)
+    finally:
+        atexit._run_exitfuncs()  # what a plain interpreter runs at exit (the child ends in os._exit)
+
+
+def _noop() -> None:
+    """The readiness probe: returns once the server has imported everything and can fork."""
+
+
+# --- the runner side ---------------------------------------------------------------------------
+class WarmJob:
+    """A job forked from the server, with the parts of ``subprocess.Popen`` the runners use."""
+
+    def __init__(self, process: Any, args: list[str]) -> None:
+        self._process = process
+        self.args = args
+        self.pid: int = process.pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._process.exitcode is not None:
+            self.returncode = self._process.exitcode
+            _SERVER.finished()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self._process.join(timeout)
+        code = self.poll()
+        if code is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        if self.poll() is None:
+            self._process.terminate()
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            self._process.kill()
+
+
+class _Server:
+    """The one fork server of this process, the environment it started with, and its readiness."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.env: dict[str, str] | None = None
+        self.ready = threading.Event()
+        self.failed: str | None = None
+        self.live = 0  # warm jobs still running (the server is never restarted under them)
+
+    def usable_now(self) -> bool:
+        return self.env == _environment() and self.ready.is_set() and self.failed is None
+
+    def start(self) -> bool:
+        """Start (or restart, for a changed environment) the server; False when it cannot be."""
+        from multiprocessing import forkserver
+
+        with self.lock:
+            env = _environment()
+            if self.env == env:  # started with this environment (a failure stays one)
+                return self.failed is None
+            if self.live:
+                return False  # another environment's jobs still run on the current server
+            if self.env is not None:
+                stop = getattr(forkserver._forkserver, "_stop", None)
+                if stop is None:
+                    return False
+                stop()
+            self.env, self.failed = env, None
+            self.ready.clear()
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(PRELOAD)
+            try:
+                forkserver.ensure_running()  # spawns the server with this environment; it imports in the background
+            except Exception as err:  # noqa: BLE001 - no server: jobs run as plain processes
+                self.failed = f"{type(err).__name__}: {err}"
+                self.ready.set()
+                return False
+            threading.Thread(target=self._probe, args=(context,), name="warm-launcher-probe", daemon=True).start()
+            return True
+
+    def _probe(self, context: Any) -> None:
+        try:
+            probe = context.Process(target=_noop, name="switchpoint-warm-probe")
+            probe.start()  # blocks until the server has imported everything and forked
+            probe.join()
+            if probe.exitcode != 0:
+                self.failed = f"the probe exited with code {probe.exitcode}"
+        except Exception as err:  # noqa: BLE001 - any failure means: run jobs as plain processes
+            self.failed = f"{type(err).__name__}: {err}"
+        finally:
+            self.ready.set()
+
+    def finished(self) -> None:
+        with self.lock:
+            self.live = max(0, self.live - 1)
+
+
+def _environment() -> dict[str, str]:
+    """This process's environment as far as it matters to a server's imports."""
+    return {k: v for k, v in os.environ.items() if k not in VOLATILE_ENV}
+
+
+_SERVER = _Server()
+
+
+def warm_up(jobs: list[str] | tuple[str, ...] = ()) -> bool:
+    """Start the server in the background when a torch job is coming; True when it is (being) started."""
+    if not enabled() or not TORCH_JOBS.intersection(jobs):
+        return False
+    try:
+        return _SERVER.start()
+    except Exception:  # noqa: BLE001 - a server that cannot start leaves the plain launcher in place
+        return False
+
+
+def ready(timeout: float = READY_TIMEOUT_S) -> bool:
+    """Wait until a started server has imported everything; True when jobs can be forked from it now."""
+    return _SERVER.env is not None and _SERVER.ready.wait(timeout) and _SERVER.usable_now()
+
+
+def _warm_ready(job: str) -> bool:
+    """Whether ``job`` should run warm now: a torch job waits for the server; a light one only uses a ready one."""
+    if not enabled():
+        return False
+    if _SERVER.usable_now():
+        return True
+    if job not in TORCH_JOBS or not warm_up([job]):
+        return False
+    return ready()
+
+
+def fork(target: Any, args: tuple, cmd: list[str]) -> WarmJob:
+    """Run ``target(*args)`` in a child forked from the (ready) server; ``cmd`` names it in errors."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    context = multiprocessing.get_context("forkserver")
+    process = context.Process(target=target, args=args, name=f"switchpoint-{cmd[3] if len(cmd) > 3 else 'job'}")
+    with _SERVER.lock:
+        _SERVER.live += 1
+    try:
+        process.start()
+    except BaseException:
+        _SERVER.finished()
+        raise
+    return WarmJob(process, cmd)
+
+
+def launch(cmd: list[str]) -> subprocess.Popen | WarmJob:
+    """Start ``cmd`` (``python -m switchpoint <job> ...``) forked from the warm server, else as ``subprocess.Popen``."""
+    is_job = len(cmd) > 3 and cmd[:3] == [sys.executable, "-m", "switchpoint"]
+    if not is_job or not _warm_ready(cmd[3]):
+        return subprocess.Popen(cmd)
+    try:
+        return fork(_run_job, (cmd[3:], dict(os.environ), os.getcwd(), _InheritedFd(1), _InheritedFd(2)), cmd)
+    except Exception as err:  # noqa: BLE001 - the server went away: this job runs as a plain process
+        _SERVER.failed = f"the server could not fork a job ({type(err).__name__}: {err})"
+        return subprocess.Popen(cmd)

@@ -1,0 +1,48 @@
+"""Imported only by the local launcher's fork server (launcher.py), never by the runner itself.
+
+Importing this module pays, once per sweep, the ~3.4 s of imports each torch job paid on its own
+(torch, transformers' model and generation code, accelerate, peft) and the report's pandas and
+matplotlib; every job forked from the server starts with them in memory. A package that is missing
+or fails to import is left out: the job then imports it itself and reports the error as it would
+in a plain process. Nothing here initialises CUDA or starts a thread pool, so forking stays safe.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# Order matters a little: torch before what builds on it. The job modules themselves import their
+# heavy dependencies inside functions, so those are named here explicitly.
+MODULES = (
+    "numpy",
+    "torch",
+    "transformers",
+    "transformers.modeling_utils",
+    "transformers.generation",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.auto.tokenization_auto",
+    "transformers.models.gpt_neox.modeling_gpt_neox",
+    "transformers.models.llama.modeling_llama",
+    "transformers.optimization",
+    "tokenizers",
+    "accelerate",
+    "peft",
+    "tqdm",
+    "pandas",
+    "matplotlib",
+    "matplotlib.pyplot",
+    "switchpoint.train.job",
+    "switchpoint.infer_local.job",
+    "switchpoint.score.job",
+    "switchpoint.report.job",
+)
+
+IMPORTED: list[str] = []
+FAILED: dict[str, str] = {}
+
+for _name in MODULES:
+    try:
+        importlib.import_module(_name)
+        IMPORTED.append(_name)
+    except Exception as _err:  # noqa: BLE001 - an optional package: the job reports it itself
+        FAILED[_name] = f"{type(_err).__name__}: {_err}".splitlines()[0]

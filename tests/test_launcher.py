@@ -1,0 +1,127 @@
+"""The local runner's warm launcher: a job forked from the warm server keeps the plain process's contract.
+
+One server serves the whole module (it imports torch once, a few seconds); every test compares what a
+user sees (exit code, failure file, output, signals) with ``python -m switchpoint`` run as a process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from switchpoint.orchestration import launcher
+
+pytestmark = pytest.mark.skipif(not launcher.enabled(), reason="no fork server on this platform")
+
+
+def switchpoint(*args: str) -> list[str]:
+    return [sys.executable, "-m", "switchpoint", *args]
+
+
+@pytest.fixture
+def ready_server():
+    assert launcher.warm_up(["train"]) and launcher.ready(), launcher._SERVER.failed
+    return launcher._SERVER
+
+
+def both(cmd: list[str], capfd) -> list[tuple[int, str, str]]:
+    """(exit code, stdout, stderr) of ``cmd`` forked warm, then run as a plain process."""
+    results = []
+    for start in (launcher.launch, subprocess.Popen):
+        proc = start(cmd)
+        assert isinstance(proc, launcher.WarmJob) == (start is launcher.launch)
+        code = proc.wait(timeout=120)
+        out, err = capfd.readouterr()
+        results.append((code, out, err))
+    return results
+
+
+def test_a_warm_job_prints_what_the_process_prints_to_the_runners_own_stdout(ready_server, capfd):
+    capfd.readouterr()
+    warm, cold = both(switchpoint("train", "--help"), capfd)
+    assert warm == cold and warm[0] == 0 and "Usage: python -m switchpoint train" in warm[1]
+
+
+def test_a_failing_warm_job_exits_like_the_process_and_writes_the_same_failure(ready_server, tmp_path, capfd):
+    roots = {"warm": tmp_path / "warm", "cold": tmp_path / "cold"}
+    outcomes = {}
+    for how, root in roots.items():
+        root.mkdir()
+        cmd = switchpoint("score", "--ml-root", str(root))
+        proc = launcher.launch(cmd) if how == "warm" else subprocess.Popen(cmd)
+        assert isinstance(proc, launcher.WarmJob) == (how == "warm")
+        code = proc.wait(timeout=120)
+        failure = (root / "output" / "failure").read_text(encoding="utf-8")
+        outcomes[how] = (code, failure.replace(str(root), "<root>"),
+                         capfd.readouterr().err.replace(str(root), "<root>"))
+    assert outcomes["warm"] == outcomes["cold"]
+    code, failure, err = outcomes["warm"]
+    assert code == 1 and failure.startswith("score: ") and f"error: {failure.strip()}" in err
+
+
+def _wait_for_a_signal(flag: str, started: int) -> None:
+    """A job that blocks until a signal; on Ctrl-C (KeyboardInterrupt) it leaves a file and exits 3."""
+    try:
+        os.write(started, b"1")  # the runner's side reads this: the job is inside its handler now
+        signal.pause()
+    except KeyboardInterrupt:
+        Path(flag).write_text("interrupted", encoding="utf-8")
+        raise SystemExit(3) from None
+
+
+def _blocking_job(tmp_path: Path, name: str) -> tuple[launcher.WarmJob, Path]:
+    flag = tmp_path / name
+    read, write = os.pipe()
+    try:
+        job = launcher.fork(_wait_for_a_signal, (str(flag), launcher._InheritedFd(write)), switchpoint("test-job"))
+        os.close(write)
+        assert os.read(read, 1) == b"1"  # blocks until the child runs
+    finally:
+        os.close(read)
+    with pytest.raises(subprocess.TimeoutExpired):
+        job.wait(timeout=0.05)  # running: wait gives up like Popen.wait
+    assert job.poll() is None
+    return job, flag
+
+
+@pytest.mark.parametrize(("stop", "code"), [("terminate", -signal.SIGTERM), ("kill", -signal.SIGKILL)])
+def test_a_warm_job_is_terminated_and_killed_with_the_codes_of_a_process(ready_server, tmp_path, stop, code):
+    job, _ = _blocking_job(tmp_path, stop)
+    getattr(job, stop)()
+    assert job.wait(timeout=60) == code and job.returncode == code
+    assert ready_server.live == 0  # a finished job no longer holds the server
+
+
+def test_ctrl_c_reaches_a_warm_job_as_keyboard_interrupt(ready_server, tmp_path):
+    """The server ignores SIGINT (a Ctrl-C must not end it); the jobs forked from it must not."""
+    job, flag = _blocking_job(tmp_path, "interrupt")
+    job.send_signal(signal.SIGINT)
+    assert job.wait(timeout=60) == 3 and flag.read_text(encoding="utf-8") == "interrupted"
+
+
+def test_a_changed_environment_or_the_switch_sends_jobs_to_plain_processes(ready_server, monkeypatch):
+    monkeypatch.setenv("HF_HOME", "/elsewhere")  # read at import time: the server's copy would be stale
+    proc = launcher.launch(switchpoint("score", "--help"))  # a light job does not wait for a new server
+    assert isinstance(proc, subprocess.Popen) and proc.wait(timeout=120) == 0
+    monkeypatch.delenv("HF_HOME")
+    monkeypatch.setenv(launcher.ENV_SWITCH, "0")
+    assert not launcher.enabled() and not launcher.warm_up(["train"])
+    proc = launcher.launch(switchpoint("train", "--help"))
+    assert isinstance(proc, subprocess.Popen) and proc.wait(timeout=120) == 0
+
+
+def test_other_commands_are_never_forked(ready_server):
+    proc = launcher.launch([sys.executable, "-c", "import sys; sys.exit(5)"])
+    assert isinstance(proc, subprocess.Popen) and proc.wait(timeout=60) == 5
+
+
+def test_a_warm_job_runs_in_the_runners_working_folder(ready_server, tmp_path, monkeypatch):
+    (tmp_path / "relative-root").mkdir()
+    monkeypatch.chdir(tmp_path)  # after the server started: the job must follow the runner, not the server
+    proc = launcher.launch(switchpoint("score", "--ml-root", "relative-root"))
+    assert isinstance(proc, launcher.WarmJob) and proc.wait(timeout=120) == 1
+    assert (tmp_path / "relative-root" / "output" / "failure").read_text(encoding="utf-8").startswith("score: ")
