@@ -232,3 +232,13 @@ def test_options_an_adaptive_sweep_cannot_honour_are_refused_in_one_line(tmp_pat
     result = CliRunner().invoke(main, [*args, "--sweep", "smoke-adaptive", "--task", "toy-ja", "--store", str(tmp_path)])
     assert result.exit_code == 1 and message in result.output
     assert result.output.count("error:") == 1 and not list(tmp_path.iterdir())
+
+
+def test_plan_prices_an_adaptive_sweep_as_its_worst_case_the_whole_grid(tmp_path):
+    from click.testing import CliRunner
+    from switchpoint.cli import main
+
+    result = CliRunner().invoke(main, ["plan", "--sweep", "smoke-adaptive", "--task", "toy-ja", "--offline",
+                                       "--store", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "worst case, the whole grid (N=0,2,4,8,16,32,64 with seeds 0)" in result.output

@@ -154,6 +154,10 @@ def preflight(sweep: dict, task: dict, check: Callable[[str], bool] = reachable,
 
 
 # --- the command -------------------------------------------------------------------------------
+def _sizes(sweep: dict, task: dict) -> str:
+    return ",".join(map(str, manifests.sweep_sizes(sweep, task["name"])))
+
+
 def _print_estimate(sweep: dict, task: dict, store: str) -> float:
     rows = estimate_plan(sweep, task)
     click.echo(f"\nsweep {sweep['name']} / task {task['name']} -> "
@@ -165,6 +169,13 @@ def _print_estimate(sweep: dict, task: dict, store: str) -> float:
                    f"{tokens:>22} {r['usd']:10.2f}")
     subtotal = sum(r["usd"] for r in rows)
     click.echo(f"{'task total':40} {'':16} {sum(r['hours'] for r in rows):8.2f} {'':>12} {'':>22} {subtotal:10.2f}")
+    adaptive = sweep["adaptive"]
+    if adaptive["enabled"]:
+        budget = [f"{v:g} GPU h" if k == "max_gpu_hours" else f"${v:g}" for k, v in adaptive.items()
+                  if k in ("max_gpu_hours", "max_usd") and v is not None]
+        click.echo(f"adaptive sweep: these figures are its worst case, the whole grid (N={_sizes(sweep, task)} with "
+                   f"seeds {','.join(map(str, sweep['seeds']))}); its rounds stop each model once its answer is "
+                   f"settled{' or at ' + ' / '.join(budget) if budget else ''}")
     return subtotal
 
 
