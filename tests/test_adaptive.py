@@ -242,3 +242,30 @@ def test_plan_prices_an_adaptive_sweep_as_its_worst_case_the_whole_grid(tmp_path
                                        "--store", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "worst case, the whole grid (N=0,2,4,8,16,32,64 with seeds 0)" in result.output
+
+
+def test_a_round_trains_and_evaluates_every_seed_only_at_the_sizes_it_names(jsquad_data):
+    """What ``decide`` asks (every seed at N*'s bracket, the smallest elsewhere) is what the jobs run."""
+    from switchpoint.core import manifests
+    from switchpoint.infer_local.passes import plan_passes
+    from switchpoint.infer_local.settings import Settings as InferSettings
+    from switchpoint.orchestration.rounds import round_sweep
+    from switchpoint.orchestration.steps import plan_steps
+    from switchpoint.train.job import plan
+    from switchpoint.train.settings import Settings as TrainSettings
+
+    sweep = {**manifests.load_sweep("smoke-adaptive"), "seeds": [0, 1]}
+    steps = {s.job: s for s in plan_steps(round_sweep(sweep, {"tiny-gpt-neox": {0, 2, 4, 8}}, {"tiny-gpt-neox": {4}}),
+                                          manifests.load_task("toy-ja"))}
+    assert steps["train"].hyperparameters["every_seed_at"] == "0,4"  # N=0: the base model's pass serves every seed
+    args = steps["infer-local"].args
+    assert args[args.index("--every-seed-at") + 1] == "0,4"
+    assert "every_seed_at" not in next(s for s in plan_steps(sweep, manifests.load_task("toy-ja"))
+                                       if s.job == "train").hyperparameters  # a plain sweep: every seed everywhere
+
+    _, _, sets = plan(TrainSettings(model="tiny-gpt-neox", every_seed_at=[0, 4]), jsquad_data)
+    assert set(sets) == {(0, 2), (0, 4), (1, 4), (0, 8)}
+    settings = InferSettings(model="tiny-gpt-neox", arms=["finetune", "fewshot-local"], shots=[0, 2], every_seed_at=[0, 4])
+    passes = plan_passes(settings, "tiny-gpt-neox", [0, 2, 4, 8], [0, 1], [0, 2])
+    assert {p.adapter for p in passes if p.adapter} == {(0, 2), (0, 4), (1, 4), (0, 8)}
+    assert {p.shots for p in passes if p.shots} == {(0, 2), (1, 2)}  # the prompting arm keeps every seed

@@ -72,7 +72,8 @@ def plan_passes(settings: Settings, model_key: str, sizes: list[int], seeds: lis
     for seed in seeds:
         if "finetune" in settings.arms:
             for n in sizes:
-                if seed in manifests.seeds_at(n, prepared, seeds_up_to_n):
+                if seed in manifests.seeds_at(n, prepared, seeds_up_to_n) and (
+                        settings.every_seed_at is None or n in settings.every_seed_at or seed == min(seeds)):
                     add((seed, n) if n > 0 else None, None, Arm("finetune", model_key, n, seed))
         if "fewshot-local" in settings.arms:
             for k in shots:

@@ -18,6 +18,9 @@ class Settings(JobSettings):
     sizes: list[Count] | None = Field(None, description="Comma-separated N for the finetune arm (0 = base model) "
                                                         "[default: data.json's sizes].")
     seeds: list[Count] | None = Field(None, description="Comma-separated seeds [default: data.json's seeds].")
+    every_seed_at: list[Count] | None = Field(
+        None, description="Comma-separated N whose adapters run for every seed; other N run the smallest seed's "
+                          "only (an adaptive sweep's rounds; few-shot arms are not affected) [default: every N].")
     arms: list[Literal["finetune", "fewshot-local"]] = Field(["finetune"], min_length=1,
                                                              description="Comma-separated arms: finetune, fewshot-local.")
     shots: list[Count] | None = Field(None, description="Comma-separated shot counts k for fewshot-local "

@@ -20,7 +20,7 @@ from switchpoint.orchestration import freshness
 from switchpoint.orchestration.plan import Findings, with_default_budget
 from switchpoint.orchestration.records import lost_reason, read_record
 from switchpoint.orchestration.rounds import RECORD as ROUNDS_RECORD
-from switchpoint.orchestration.rounds import ROUND_SIZES
+from switchpoint.orchestration.rounds import ROUND_SEEDS, ROUND_SIZES
 from switchpoint.orchestration.steps import Step, plan_steps
 from switchpoint.orchestration.sweep import (
     _tasks_for,
@@ -66,7 +66,7 @@ def as_run_resolved_it(sweep: dict, task: dict, run: Store) -> dict:
     if run.exists(ROUNDS_RECORD):
         rounds = run.read_json(ROUNDS_RECORD).get("rounds") or []
         if rounds:
-            sweep = {**sweep, ROUND_SIZES: rounds[-1]["sizes"]}
+            sweep = {**sweep, ROUND_SIZES: rounds[-1]["sizes"], ROUND_SEEDS: rounds[-1].get("every_seed_at") or {}}
     return sweep
 
 

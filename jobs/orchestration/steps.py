@@ -81,6 +81,9 @@ def train_hyperparameters(sweep: dict, task: dict, model: str, entry: dict) -> d
     """The train job's hyperparameters: every job setting the sweep's ``train:`` section holds."""
     train = sweep["train"]
     hyper = {"model": model, "sizes": _csv(model_sizes(sweep, task, model)), "seeds": _csv(sweep["seeds"])}
+    every = every_seed_at(sweep, model)
+    if every is not None:
+        hyper["every_seed_at"] = _csv(every)
     for key, value in train.items():
         if key not in TRAIN_ORCHESTRATION_KEYS and value is not None:
             hyper[key] = encode_value(value)
@@ -134,6 +137,13 @@ def model_sizes(sweep: dict, task: dict, model: str) -> list[int]:
     return sorted((sweep.get("round_sizes") or {}).get(model) or manifests.sweep_sizes(sweep, task["name"]))
 
 
+def every_seed_at(sweep: dict, model: str) -> list[int] | None:
+    """In an adaptive round, the sizes that run every seed (the others run the smallest); None: every size.
+    N=0 is always among them: it trains nothing and its base-model pass serves every seed."""
+    every = (sweep.get("round_seeds") or {}).get(model)
+    return None if every is None else sorted({0, *every})
+
+
 def _model_steps(sweep: dict, task: dict, model: str, entry: dict) -> list[Step]:
     sizes = model_sizes(sweep, task, model)
     train, infer = sweep["train"], sweep["infer"]
@@ -149,6 +159,8 @@ def _model_steps(sweep: dict, task: dict, model: str, entry: dict) -> list[Step]
     local = sweep["fewshot_local"]
     arms = ["finetune"] + (["fewshot-local"] if local["enabled"] else [])
     args = ["--model", model, "--arms", _csv(arms), "--sizes", _csv(sizes), "--seeds", _csv(sweep["seeds"])]
+    if every_seed_at(sweep, model) is not None:
+        args += ["--every-seed-at", _csv(every_seed_at(sweep, model))]
     for key, value in infer.items():
         if key not in INFER_ORCHESTRATION_KEYS and value is not None:
             args += ["--" + key.replace("_", "-"), encode_value(value)]

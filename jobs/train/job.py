@@ -70,8 +70,10 @@ def plan(settings: Settings, data_dir: Path) -> tuple[dict, Settings, dict[tuple
         raise JobError(f"--seeds {','.join(map(str, missing))}: not prepared in the data folder {data_dir} (it has "
                        f"{', '.join(map(str, info['seeds']))}); re-run the data step with them")
     # A sweep may draw extra seeds only at small N (data.json's seeds_up_to_n): larger N use the smallest seed.
+    # An adaptive round may ask for every seed only at some N (every_seed_at): the others train the smallest.
     sets = {(seed, n): read_train_set(data_dir, seed, n) for seed in seeds for n in sorted(set(sizes))
-            if seed in manifests.seeds_at(n, info["seeds"], info.get("seeds_up_to_n"))}
+            if seed in manifests.seeds_at(n, info["seeds"], info.get("seeds_up_to_n"))
+            and (settings.every_seed_at is None or n in settings.every_seed_at or seed == min(seeds))}
     check_targets(entry, entry["lora_target_modules"], f"models.yaml: {settings.model}.lora_target_modules")
     return entry, resolved, sets
 

@@ -22,6 +22,9 @@ class Settings(JobSettings):
     sizes: list[Count] | None = Field(None, description="Comma-separated N values to train (N=0 is skipped) "
                                                         "[default: data.json's sizes].")
     seeds: list[Count] | None = Field(None, description="Comma-separated seeds [default: data.json's seeds].")
+    every_seed_at: list[Count] | None = Field(
+        None, description="Comma-separated N that train every seed; other N train the smallest seed only (an "
+                          "adaptive sweep's rounds: more seeds only where N*'s interval needs them) [default: every N].")
     epochs: int = Field(3, ge=1, description="Passes over the N examples.")
     batch_size: int = Field(4, ge=1, description="Examples per optimiser step, across all GPUs.")
     micro_batch_size: int | None = Field(None, ge=1, description="Examples per forward/backward pass on one device; "
