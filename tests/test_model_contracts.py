@@ -74,8 +74,9 @@ def test_replica_loads_through_the_real_hub_path_with_the_published_contract(hub
         assert config.use_parallel_residual is False
     snapshot = next((hub / f"models--{entry['hub_id'].replace('/', '--')}" / "snapshots").iterdir())
     assert (snapshot / spec.tokenizer_file).is_file()
-    if spec.tokenizer_file != "tokenizer.json":
+    if spec.tokenizer_file != "tokenizer.json" and not spec.tokenizer_json:
         assert not (snapshot / "tokenizer.json").exists()  # sentencepiece only, as published
+    assert (snapshot / "tokenizer.json").exists() == bool(spec.tokenizer_json or spec.tokenizer_file == "tokenizer.json")
     for token, index in spec.specials.items():
         assert base.tokenizer.convert_tokens_to_ids(token) == index
 
@@ -99,7 +100,7 @@ CARD_LAYOUT = {
                     and t.endswith("\n\n### 応答:")),
     "open-calm-1b": (lambda t: t.startswith(prompts.ALPACA_HEADER) and t.endswith("### 応答:\n")),
     "qwen2.5-1.5b-instruct": (lambda t: t.startswith("<|im_start|>system\n") and t.endswith("<|im_start|>assistant\n")),
-    "llm-jp-3-1.8b-instruct": (lambda t: t.startswith("<s|LLM-jp>以下は、タスクを説明する指示です。") and t.endswith("\n\n### 応答:\n")),
+    "llm-jp-3-1.8b-instruct": (lambda t: t.startswith("<s>以下は、タスクを説明する指示です。") and t.endswith("\n\n### 応答:\n")),
     "sarashina2.2-1b-instruct": (lambda t: t.startswith("<|system|>") and t.endswith("<|assistant|>")),
 }
 
@@ -285,6 +286,22 @@ def test_lm_eval_engine_sees_the_same_prompt_ids_and_gives_the_hf_predictions(hu
     for f in files:
         hf = [r["prediction"] for r in read_predictions(tmp_path / "hf" / f)]
         assert hf == [r["prediction"] for r in read_predictions(tmp_path / "lm" / f)]
+
+
+def test_sarashinas_published_tokenizer_json_gives_the_ids_not_transformers_rebuild(hub, jsquad_data):
+    import tokenizers
+    from huggingface_hub import hf_hub_download
+    from transformers import AutoTokenizer
+
+    _, entry, base, example, text = _example_and_prompt("sarashina2.2-1b-instruct", jsquad_data)
+    published = tokenizers.Tokenizer.from_file(hf_hub_download(entry["hub_id"], "tokenizer.json", revision=entry["revision"]))
+    answer = "一行目\n二行目"
+    assert prompts.encode_prompt(base.tokenizer, entry, text) == published.encode(text, add_special_tokens=False).ids
+    assert prompts.encode_answer(base.tokenizer, entry, answer)[:-1] == published.encode(answer, add_special_tokens=False).ids
+    assert type(published.model).__name__ == type(base.tokenizer.backend_tokenizer.model).__name__ == "Unigram"
+    # What AutoTokenizer would have given: the class's own pipeline, a "▁" in front of the answer.
+    rebuilt = AutoTokenizer.from_pretrained(entry["hub_id"], revision=entry["revision"])
+    assert rebuilt(answer, add_special_tokens=False)["input_ids"] != published.encode(answer, add_special_tokens=False).ids
 
 
 def test_stop_strings_fire_on_rinnas_newline_marker(hub, jsquad_data):

@@ -144,13 +144,21 @@ def load_tokenizer(entry: dict) -> Any:
     ``tokenizer: sentencepiece`` (rinna): the repository's ``spiece.model`` through sentencepiece
     itself, as the cards' ``use_fast=False`` T5Tokenizer did. transformers 5 ignores ``use_fast=False``
     and converts it into a fast tokenizer that drops ``\n``, adds a dummy-prefix space and maps
-    characters it lacks to id 2 instead of their UTF-8 byte pieces.
+    characters it lacks to id 2 instead of their UTF-8 byte pieces. ``tokenizer: tokenizer-json``: the
+    repository's ``tokenizer.json`` exactly as published, whatever tokenizer class its config names.
     """
     from transformers import AutoTokenizer
 
     where = entry["hub_id"] if entry["source"] == "hub" else entry["path"]
     if entry.get("tokenizer") == "sentencepiece":
         tokenizer = _sentencepiece_tokenizer(where, entry.get("revision"))
+    elif entry.get("tokenizer") == "tokenizer-json":
+        # The repository's tokenizer.json as published, as transformers 4's fast tokenizer used it (sarashina2.2:
+        # Unigram, no dummy prefix). transformers 5 rebuilds a LlamaTokenizer's pipeline from the class instead:
+        # a BPE made from tokenizer.model that puts "▁" in front of every text.
+        from transformers import PreTrainedTokenizerFast
+
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(where, revision=entry.get("revision"))
     else:
         tokenizer = AutoTokenizer.from_pretrained(where, revision=entry.get("revision"),
                                                   trust_remote_code=entry.get("trust_remote_code", False))

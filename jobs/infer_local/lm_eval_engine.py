@@ -178,11 +178,11 @@ def lm_eval_model(base: Any, base_path: str, entry: dict, adapter: Path | None, 
     from switchpoint.core.prompts import prompt_wants_bos
 
     add_bos = prompt_wants_bos(entry, base.tokenizer)
-    if not load_in_4bit and entry.get("tokenizer") != "sentencepiece":
+    if not load_in_4bit and entry.get("tokenizer", "auto") == "auto":
         return {"model": "hf", "model_args": model_args(base_path, entry, adapter, device, add_bos)}
     from lm_eval.models.huggingface import HFLM
 
-    if not load_in_4bit:  # this job's sentencepiece tokenizer: lm-eval would load transformers' conversion
+    if not load_in_4bit:  # this job's own tokenizer (sentencepiece, tokenizer.json), not transformers' conversion
         return {"model": HFLM(pretrained=base_path, tokenizer=base.tokenizer, peft=str(adapter) if adapter else None,
                               batch_size=batch_size, device=device, add_bos_token=add_bos,
                               dtype="float32" if device == "cpu" else "auto",

@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
+from spm_json import spm_to_tokenizer_json  # noqa: E402
 from specs import SPECS, ReplicaSpec  # noqa: E402
 
 
@@ -135,8 +136,8 @@ def used_ids(spec: ReplicaSpec, files: dict[str, bytes]) -> list[int]:
         return ids + [t["id"] for t in data["added_tokens"]]
     import sentencepiece as spm
 
-    size = spm.SentencePieceProcessor(model_proto=files[spec.tokenizer_file]).get_piece_size()
-    return list(range(size))
+    model = next(blob for name, blob in files.items() if name.endswith(".model"))
+    return list(range(spm.SentencePieceProcessor(model_proto=model).get_piece_size()))
 
 
 def build_one(spec: ReplicaSpec, cache: Path, revision: str | None, sentences: list[str]) -> Path:
@@ -151,10 +152,15 @@ def build_one(spec: ReplicaSpec, cache: Path, revision: str | None, sentences: l
     if spec.tokenizer_kind == "bytelevel-bpe":
         files["tokenizer.json"] = train_bytelevel(spec, sentences).encode()
     else:
-        files[spec.tokenizer_file] = train_spm(spec, sentences)
+        model_name = spec.tokenizer_file if spec.tokenizer_file.endswith(".model") else "tokenizer.model"
+        files[model_name] = train_spm(spec, sentences)
+        if spec.tokenizer_json:
+            files["tokenizer.json"] = spm_to_tokenizer_json(files[model_name], spec.tokenizer_json, spec.specials).encode()
     with tempfile.TemporaryDirectory() as tmp:
         weights(spec, Path(tmp), used_ids(spec, files))
         files["model.safetensors"] = (Path(tmp) / "model.safetensors").read_bytes()
+    if not spec.ship_spm:  # the repository publishes its tokenizer.json only
+        files = {name: blob for name, blob in files.items() if not name.endswith(".model")}
     snapshot = repo / "snapshots" / commit
     (repo / "blobs").mkdir(parents=True, exist_ok=True)
     snapshot.mkdir(parents=True, exist_ok=True)

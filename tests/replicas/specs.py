@@ -47,7 +47,8 @@ QWEN25_CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n"
 )
 
-# llm-jp-3 instruct: the system turn is replaced by a fixed header (its content is not rendered).
+# llm-jp-3 instruct: the system turn is replaced by a fixed header (its content is not rendered), as
+# written by llm-jp's own conversion script (llm-jp/instruct3 scripts/ckpt/convert_llama_nemo_to_hf.sh).
 LLMJP3_CHAT_TEMPLATE = (
     "{{bos_token}}{% for message in messages %}{% if message['role'] == 'user' %}{{ '\\n\\n### 指示:\\n' + "
     "message['content'] }}{% elif message['role'] == 'system' %}{{ '以下は、タスクを説明する指示です。要求を適切に満たす応答を書きなさい。' }}"
@@ -86,6 +87,10 @@ class ReplicaSpec:
     spm_options: dict = field(default_factory=dict)
     tokenizer_file: str = "tokenizer.json"
     extra_tokens: dict[str, int] = field(default_factory=dict)  # added, not special (Qwen's tool tags)
+    # A tokenizer.json converted from the trained sentencepiece model (spm_json.py names the pipelines), for
+    # repositories that publish one; ship_spm False: the repository publishes the tokenizer.json only.
+    tokenizer_json: str = ""
+    ship_spm: bool = True
 
 
 def _neox(vocab: int, bos: int, eos: int, **extra) -> dict:
@@ -122,6 +127,20 @@ RINNA_TOKENIZER_CONFIG = {
 RINNA_SPECIALS_MAP = {"bos_token": "<s>", "cls_token": "[CLS]", "eos_token": "</s>", "mask_token": "[MASK]",
                       "pad_token": "[PAD]", "sep_token": "[SEP]", "unk_token": "[UNK]"}
 
+# llm-jp-tokenizer v3.0's published Hugging Face files (hf/ver3.0/llm-jp-tokenizer-100k.ver3.0b2) and ids
+# (its vocabulary's first eight pieces; the converter renames the control pieces to <X|LLM-jp>).
+LLMJP3_SPECIALS = {"<unk>": 0, "<s>": 1, "</s>": 2, "<MASK|LLM-jp>": 3, "<PAD|LLM-jp>": 4, "<CLS|LLM-jp>": 5,
+                   "<SEP|LLM-jp>": 6, "<EOD|LLM-jp>": 7}
+LLMJP3_TOKENIZER_CONFIG = {
+    "add_bos_token": True, "add_eos_token": False, "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>",
+    "pad_token": "<PAD|LLM-jp>", "cls_token": "<CLS|LLM-jp>", "sep_token": "<SEP|LLM-jp>", "eod_token": "</s>",
+    "mask_token": "<MASK|LLM-jp>", "extra_ids": 0, "sp_model_kwargs": {},
+    "model_max_length": 1000000000000000019884624838656, "clean_up_tokenization_spaces": False,
+    "special_tokens_map_file": None, "tokenizer_class": "PreTrainedTokenizerFast"}
+# sarashina2.2's first fifteen pieces (the tokenizer.json's added tokens; byte pieces start at 15).
+SARASHINA22_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<sep>", "<mask>", "<cls>", "<|system|>", "<|assistant|>",
+                        "<|user|>", "<|available_tools|>", "<|tool_calls|>", "<|tool_results|>", "<|code|>", "<|file|>"]
+
 SPECS: dict[str, ReplicaSpec] = {s.hub_id: s for s in [
     ReplicaSpec(
         hub_id="cyberagent/open-calm-1b", tokenizer_kind="bytelevel-bpe",
@@ -149,11 +168,13 @@ SPECS: dict[str, ReplicaSpec] = {s.hub_id: s for s in [
         spm_options={**RINNA_SPM, "normalization_rule_name": "identity", "user_defined_symbols": ["\n"]}),
     ReplicaSpec(
         hub_id="elyza/ELYZA-japanese-Llama-2-7b-instruct", tokenizer_kind="spm-llama", tokenizer_file="tokenizer.model",
-        config=_llama(32000, 4096, rms_norm_eps=1e-06), vocab_size=32000,
+        config=_llama(32000, 4096, rms_norm_eps=1e-06, pad_token_id=0, torch_dtype="float16",
+                      attention_bias=False, attention_dropout=0.0, transformers_version="4.37.2"), vocab_size=32000,
         tokenizer_config=LLAMA2_TOKENIZER_CONFIG,
         special_tokens_map={"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
         generation_config={"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0},
-        specials={"<unk>": 0, "<s>": 1, "</s>": 2}, spm_options={**LLAMA_SPM}),
+        specials={"<unk>": 0, "<s>": 1, "</s>": 2}, spm_options={**LLAMA_SPM},
+        tokenizer_json="llama-legacy"),  # the repository ships tokenizer.json (1.84 MB) beside tokenizer.model
     ReplicaSpec(
         hub_id="tokyotech-llm/Swallow-13b-instruct-hf", tokenizer_kind="spm-llama", tokenizer_file="tokenizer.model",
         config=_llama(43176, 4096, pad_token_id=0), vocab_size=43176,
@@ -192,25 +213,34 @@ SPECS: dict[str, ReplicaSpec] = {s.hub_id: s for s in [
         specials={t: 151643 + i for i, t in enumerate(QWEN_ADDED)},
         extra_tokens={t: 151643 + len(QWEN_ADDED) + i for i, t in enumerate(QWEN_ADDED_NONSPECIAL)}),
     ReplicaSpec(
-        hub_id="llm-jp/llm-jp-3-1.8b-instruct", tokenizer_kind="spm-llama", tokenizer_file="tokenizer.model",
-        config=_llama(99584, 4096), vocab_size=99584,
-        tokenizer_config={**LLAMA2_TOKENIZER_CONFIG, "pad_token": "<PAD|LLM-jp>", "unk_token": "<unk|LLM-jp>",
-                          "bos_token": "<s|LLM-jp>", "eos_token": "</s|LLM-jp>", "chat_template": LLMJP3_CHAT_TEMPLATE},
-        special_tokens_map={"bos_token": "<s|LLM-jp>", "eos_token": "</s|LLM-jp>", "pad_token": "<PAD|LLM-jp>",
-                            "unk_token": "<unk|LLM-jp>"},
+        # A tokenizer.json only (Unigram, byte fallback, converted from llm-jp-tokenizer v3.0; no tokenizer.model).
+        hub_id="llm-jp/llm-jp-3-1.8b-instruct", tokenizer_kind="spm-unigram", tokenizer_file="tokenizer.json",
+        tokenizer_json="llmjp3", ship_spm=False,
+        config=_llama(99584, 4096, num_key_value_heads=4), vocab_size=99584,
+        tokenizer_config={**LLMJP3_TOKENIZER_CONFIG, "chat_template": LLMJP3_CHAT_TEMPLATE},
+        special_tokens_map={"bos_token": "<s>", "cls_token": "<CLS|LLM-jp>", "eod_token": "</s>", "eos_token": "</s>",
+                            "mask_token": "<MASK|LLM-jp>", "pad_token": "<PAD|LLM-jp>", "sep_token": "<SEP|LLM-jp>",
+                            "unk_token": "<unk>"},
         generation_config={"_from_model_config": True, "bos_token_id": 1, "eos_token_id": 2},
-        specials={"<unk|LLM-jp>": 0, "<s|LLM-jp>": 1, "</s|LLM-jp>": 2, "<PAD|LLM-jp>": 3},
-        spm_options={**LLAMA_SPM, "model_type": "unigram", "unk_piece": "<unk|LLM-jp>", "bos_piece": "<s|LLM-jp>",
-                     "eos_piece": "</s|LLM-jp>", "pad_id": 3, "pad_piece": "<PAD|LLM-jp>"}),
+        specials=LLMJP3_SPECIALS,
+        spm_options={"model_type": "unigram", "byte_fallback": True, "add_dummy_prefix": False,
+                     "normalization_rule_name": "identity", "remove_extra_whitespaces": False,
+                     "allow_whitespace_only_pieces": True, "unk_id": 0, "bos_id": 1, "eos_id": 2, "pad_id": -1,
+                     "control_symbols": ["<MASK>", "<PAD>", "<CLS>", "<SEP>", "<EOD>"]}),
     ReplicaSpec(
-        hub_id="sbintuitions/sarashina2.2-1b-instruct-v0.1", tokenizer_kind="spm-llama", tokenizer_file="tokenizer.model",
-        config=_llama(102400, 8192, pad_token_id=3, tie_word_embeddings=False), vocab_size=102400,
-        tokenizer_config={**LLAMA2_TOKENIZER_CONFIG, "pad_token": "<pad>", "chat_template": SARASHINA22_CHAT_TEMPLATE,
+        # tokenizer.model (sentencepiece unigram, chat specials as CONTROL pieces) and tokenizer.json; GQA 16:8.
+        hub_id="sbintuitions/sarashina2.2-1b-instruct-v0.1", tokenizer_kind="spm-unigram", tokenizer_file="tokenizer.model",
+        tokenizer_json="metaspace-never",
+        config=_llama(102400, 8192, pad_token_id=3, tie_word_embeddings=False, num_key_value_heads=2), vocab_size=102400,
+        tokenizer_config={**LLAMA2_TOKENIZER_CONFIG, "add_bos_token": False, "pad_token": "<pad>",
+                          "chat_template": SARASHINA22_CHAT_TEMPLATE,
                           "additional_special_tokens": ["<|system|>", "<|assistant|>", "<|user|>"]},
         special_tokens_map={"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>",
                             "additional_special_tokens": ["<|system|>", "<|assistant|>", "<|user|>"]},
         generation_config={"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3},
-        specials={"<unk>": 0, "<s>": 1, "</s>": 2, "<pad>": 3, "<|system|>": 4, "<|assistant|>": 5, "<|user|>": 6},
-        spm_options={**LLAMA_SPM, "model_type": "unigram", "pad_id": 3,
-                     "user_defined_symbols": ["<|system|>", "<|assistant|>", "<|user|>"]}),
+        specials={t: i for i, t in enumerate(SARASHINA22_SPECIALS)},
+        spm_options={"model_type": "unigram", "byte_fallback": True, "add_dummy_prefix": False,
+                     "normalization_rule_name": "identity", "remove_extra_whitespaces": False,
+                     "allow_whitespace_only_pieces": True, "split_digits": True, "unk_id": 0, "bos_id": 1,
+                     "eos_id": 2, "pad_id": 3, "control_symbols": SARASHINA22_SPECIALS[4:]}),
 ]}
