@@ -1,7 +1,8 @@
 """The ``hf`` engine: transformers + peft, one base model, adapters attached and switched in turn.
 
 Greedy decoding, left padding, batches sorted longest prompt first (lm-eval's order, so both engines
-batch alike and an out-of-memory error shows on the first batch). A sequence stops once its answer
+batch alike and an out-of-memory error shows on the first batch); a finished sequence leaves its
+batch at once (``decode.greedy_decode``), with ``model.generate``'s tokens. A sequence stops once its answer
 (leading whitespace skipped) holds a stop string; the test looks only at the newest tokens, so a
 step costs the same however long the answer already is.
 """
@@ -15,6 +16,7 @@ from typing import Any, Callable
 
 from switchpoint.core import modeling
 from switchpoint.core.prompts import decode_generation
+from switchpoint.infer_local.decode import greedy_decode
 from switchpoint.infer_local.passes import EngineStats, Generation, Pass, adapter_dir
 
 
@@ -86,9 +88,26 @@ def stop_criterion(watch: StopWatch, prompt_len: int):
 
 
 def generate_batch(model: Any, tokenizer: Any, prompt_ids: list[list[int]], max_new_tokens: int, stops: list[str],
-                   entry: dict | None = None) -> list[Generation]:
+                   entry: dict | None = None, on_forward: Callable[[int], None] | None = None) -> list[Generation]:
     """Greedy generation from prompt ids (``prompts.encode_prompt``: the card's BOS, never an EOS),
-    left-padded into one batch; text decoded as ``prompts.decode_generation`` (no special tokens)."""
+    left-padded into one batch, each sequence leaving the batch once finished (``decode.greedy_decode``);
+    text decoded as ``prompts.decode_generation`` (no special tokens)."""
+    import torch
+
+    start = time.perf_counter()
+    enc = tokenizer.pad({"input_ids": prompt_ids}, padding=True, return_tensors="pt").to(model.device)
+    watch = StopWatch(tokenizer, stops, entry)
+    ends = modeling.stop_token_ids(model, tokenizer)
+    with torch.inference_mode():
+        out = greedy_decode(model, enc["input_ids"], enc["attention_mask"], max_new_tokens, ends,
+                            tokenizer.pad_token_id, watch.update, on_forward)
+    return _generations(tokenizer, entry, prompt_ids, out, ends, watch, start)
+
+
+def generate_batch_static(model: Any, tokenizer: Any, prompt_ids: list[list[int]], max_new_tokens: int,
+                          stops: list[str], entry: dict | None = None) -> list[Generation]:
+    """The same through ``model.generate``, which keeps a finished sequence's slot until its batch ends:
+    the reference ``generate_batch`` is tested and benchmarked against."""
     import torch
 
     start = time.perf_counter()
@@ -100,9 +119,14 @@ def generate_batch(model: Any, tokenizer: Any, prompt_ids: list[list[int]], max_
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=ends,
                              stopping_criteria=[stop_criterion(watch, prompt_len)])
+    return _generations(tokenizer, entry, prompt_ids, out[:, prompt_len:].tolist(), ends, watch, start)
+
+
+def _generations(tokenizer: Any, entry: dict | None, prompt_ids: list[list[int]], new_ids: list[list[int]],
+                 ends: list[int], watch: StopWatch, start: float) -> list[Generation]:
     latency = (time.perf_counter() - start) / len(prompt_ids)  # a batch's time, split evenly (documented)
     results = []
-    for i, ids in enumerate(out[:, prompt_len:].tolist()):
+    for i, ids in enumerate(new_ids):
         used = next((k + 1 for k, t in enumerate(ids) if t in ends), len(ids))
         used = min(used, watch.stopped_at.get(i, used))
         results.append(Generation(decode_generation(tokenizer, entry or {}, ids, ends), len(prompt_ids[i]), used,

@@ -1,0 +1,181 @@
+"""The hf engine's decode loop frees finished sequences and still gives ``model.generate``'s output.
+
+Checked on tiny replicas of three families (rinna's GPT-NeoX with its sentencepiece tokenizer and
+``<NL>`` newlines, ELYZA's Llama-2, Qwen2.5 with its two EOS ids and its generation config's
+repetition penalty), on the base and with a LoRA adapter attached, for batches whose sequences end
+at different steps: some on an EOS id, some on a stop string, some at the token limit.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from switchpoint.core import manifests, modeling
+from switchpoint.core.contract import JobError
+from switchpoint.core.datafolder import load_task_from_data, read_eval_set
+from switchpoint.core.prompts import decode_generation, encode_prompt, model_prompt
+from switchpoint.infer_local import decode, hf_engine
+
+sys.path.insert(0, str(Path(__file__).parent / "replicas"))
+from specs import SPECS  # noqa: E402
+
+from build import build_one, corpus, manifest_revisions  # noqa: E402
+
+FAMILIES = {"rinna-3.6b-ppo": "gpt_neox", "elyza-7b": "llama", "qwen2.5-1.5b-instruct": "qwen2"}
+MAX_NEW = 12
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory, jsquad_data) -> dict[str, modeling.BaseModel]:
+    """Each family's replica loaded through the real Hub path (offline), on one torch thread (the job's
+    own setting on a shared 2-core machine; two threads per process there are many times slower)."""
+    import torch
+    from huggingface_hub import constants
+
+    cache = tmp_path_factory.mktemp("decode-hub-cache")
+    sentences, revisions = corpus(), manifest_revisions()
+    loaded, threads = {}, torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_CACHE", str(cache))
+        mp.setattr(constants, "HF_HUB_CACHE", str(cache))
+        mp.setattr(constants, "HF_HUB_OFFLINE", True)
+        for name in FAMILIES:
+            entry = {**manifests.get_model(name), "name": name}
+            build_one(SPECS[entry["hub_id"]], cache, revisions.get(entry["hub_id"]), sentences)
+            loaded[name] = modeling.load_base(entry, None, device="cpu")
+            loaded[name].tokenizer.padding_side = "left"
+            loaded[name].model.eval()
+    # Qwen's replica ties its embeddings: at the replica's small random weights it echoes its last token
+    # ("\n") at every step. Larger layer weights give answers that differ, as the test needs.
+    with torch.no_grad():
+        for param_name, param in loaded["qwen2.5-1.5b-instruct"].model.named_parameters():
+            if ".layers." in param_name and param.dim() == 2:
+                param.mul_(5)
+    torch.set_num_threads(1)
+    yield loaded
+    torch.set_num_threads(threads)
+
+
+def with_adapter(base: modeling.BaseModel):
+    """The base wrapped in a peft model with random LoRA weights (so the adapter changes the output)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(7)
+    lora = LoraConfig(r=4, lora_alpha=16, target_modules=base.entry["lora_target_modules"], init_lora_weights=False)
+    return get_peft_model(copy.deepcopy(base.model), lora).eval()
+
+
+def prompt_ids(base: modeling.BaseModel, data_dir: Path, count: int = 8) -> list[list[int]]:
+    """Real JSQuAD prompts in the model card's layout, cut to different lengths (cheap, and padded unevenly)."""
+    task = load_task_from_data(data_dir)
+    ids = [encode_prompt(base.tokenizer, base.entry, model_prompt(task, base.entry, ex, [], base.tokenizer))
+           for ex in read_eval_set(data_dir)[:count]]
+    return [p[-(9 + 13 * i):] for i, p in enumerate(ids)]
+
+
+@contextmanager
+def ending_also_on(model, tokenizer, token: int):
+    """The model's generation config with one more EOS id (``stop_token_ids`` reads it, as both paths do)."""
+    config = decode.transformers_model(model).generation_config
+    before = config.eos_token_id
+    config.eos_token_id = [*modeling.stop_token_ids(model, tokenizer), token]
+    try:
+        yield
+    finally:
+        config.eos_token_id = before
+
+
+def ended_by(generations, stops: list[str]) -> list[str]:
+    return ["stop" if any(s in g.text for s in stops) else "eos" if g.output_tokens < MAX_NEW else "limit"
+            for g in generations]
+
+
+def uneven_endings(model, base: modeling.BaseModel, prompts: list[list[int]]) -> tuple[int, list[str]]:
+    """An extra EOS id and a stop string that end this model's answers at different steps, some on the EOS
+    id, some on the stop string (found by trying tokens and characters of its own free-running output)."""
+    import torch
+
+    enc = base.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        free = decode.greedy_decode(model, enc["input_ids"], enc["attention_mask"], MAX_NEW, [], 0, lambda *_: False)
+    last_text = decode_generation(base.tokenizer, base.entry, free[-1])
+    for eos in dict.fromkeys(free[0][2:8]):
+        eos_text = decode_generation(base.tokenizer, base.entry, [eos])
+        for char in dict.fromkeys(last_text[2:]):
+            if char.isspace() or char == "\ufffd" or char in eos_text:
+                continue
+            stops = [char, "\n"]
+            with ending_also_on(model, base.tokenizer, eos):
+                gens = hf_engine.generate_batch(model, base.tokenizer, prompts, MAX_NEW, stops, base.entry)
+            if {"stop", "eos"} <= set(ended_by(gens, stops)) and len({g.output_tokens for g in gens}) >= 3:
+                return eos, stops
+    raise AssertionError("no EOS id and stop string of this model's own output end its answers unevenly")
+
+
+@pytest.mark.parametrize("adapter", [False, True], ids=["base", "lora"])
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_freeing_loop_gives_model_generates_predictions(bases, jsquad_data, name, adapter):
+    base = bases[name]
+    model = with_adapter(base) if adapter else base.model
+    prompts = prompt_ids(base, jsquad_data)
+    eos, stops = uneven_endings(model, base, prompts)
+    with ending_also_on(model, base.tokenizer, eos):
+        for batch_size in (3, 8):
+            for b in range(0, len(prompts), batch_size):
+                batch = prompts[b:b + batch_size]
+                old = hf_engine.generate_batch_static(model, base.tokenizer, batch, MAX_NEW, stops, base.entry)
+                new = hf_engine.generate_batch(model, base.tokenizer, batch, MAX_NEW, stops, base.entry)
+                assert [(g.text, g.input_tokens, g.output_tokens) for g in new] == \
+                       [(g.text, g.input_tokens, g.output_tokens) for g in old]
+
+
+def test_the_base_path_under_disable_adapter_matches_too(bases, jsquad_data):
+    base = bases["elyza-7b"]
+    model, prompts = with_adapter(base), prompt_ids(base, jsquad_data)
+
+    def texts(generate, model):
+        return [g.text for g in generate(model, base.tokenizer, prompts, MAX_NEW, ["。"], base.entry)]
+
+    with model.disable_adapter():  # how run_hf serves the base model once a peft model exists
+        disabled = texts(hf_engine.generate_batch, model)
+        assert disabled == texts(hf_engine.generate_batch_static, model)
+    assert disabled == texts(hf_engine.generate_batch, base.model)
+    assert texts(hf_engine.generate_batch, model) != disabled, "the adapter must change the output"
+
+
+def test_finished_rows_leave_the_batch(bases, jsquad_data):
+    base = bases["qwen2.5-1.5b-instruct"]
+    prompts = prompt_ids(base, jsquad_data)
+    eos, stops = uneven_endings(base.model, base, prompts)
+    forwards: list[int] = []
+    with ending_also_on(base.model, base.tokenizer, eos):
+        new = hf_engine.generate_batch(base.model, base.tokenizer, prompts, MAX_NEW, stops, base.entry, forwards.append)
+    lengths = [g.output_tokens for g in new]
+    # One forward pass per generated token of each row: a finished row costs nothing more.
+    assert forwards[0] == len(prompts) and forwards == sorted(forwards, reverse=True)
+    assert sum(forwards) == sum(lengths) and len(forwards) == max(lengths)
+    assert sum(forwards) < len(prompts) * max(lengths), "static batching would have run every row every step"
+
+
+def test_the_models_own_greedy_settings_still_apply(bases):
+    import torch
+
+    qwen, elyza = bases["qwen2.5-1.5b-instruct"].model, bases["elyza-7b"].model
+    ids = torch.tensor([[5, 6, 7]])
+    names = [type(p).__name__ for p in decode.greedy_processors(qwen, ids, [151645, 151643], 151643, 4)]
+    assert names == ["RepetitionPenaltyLogitsProcessor"]  # Qwen2.5's generation_config.json: 1.1
+    assert list(decode.greedy_processors(elyza, ids, [2], 0, 4)) == []
+
+
+def test_a_generation_setting_that_needs_the_whole_batch_is_refused(bases, monkeypatch):
+    import torch
+
+    model = bases["elyza-7b"].model
+    monkeypatch.setattr(model.generation_config, "encoder_repetition_penalty", 1.3)
+    with pytest.raises(JobError, match="EncoderRepetitionPenaltyLogitsProcessor.*generation_config.json"):
+        decode.greedy_processors(model, torch.tensor([[5, 6, 7]]), [2], 0, 4)
