@@ -150,8 +150,8 @@ def test_auto_checkpointing_turns_on_only_when_the_estimate_exceeds_the_gpu():
     assert micro4.total_checkpointed < 15 * GIB  # the weights and 1.3 GiB of activations
     assert memory.decide("auto", micro1, 24 * GIB, "1 x 512 tokens")[0] is False
     assert memory.decide("auto", micro4, 80 * GIB, "4 x 512 tokens")[0] is False  # an H100
-    assert memory.decide("auto", None, None, "4 x 512 tokens") == (False, "gradient checkpointing off (auto: "
-                                                                          "training on the CPU)")
+    on_cpu = memory.decide("auto", None, None, "4 x 512 tokens")
+    assert on_cpu == (False, "gradient checkpointing off (auto: training on the CPU)")
     assert memory.decide(True, None, None, "")[0] is True and memory.decide(False, micro4, GIB, "")[0] is False
 
 

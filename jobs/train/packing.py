@@ -22,6 +22,11 @@ from typing import Any
 
 from switchpoint.core.contract import JobError
 
+# A leaking model scores ~1 (measured: 1.00 on GPT-NeoX and Llama fed one long sequence), a sound one
+# ~1e-7 in fp32 on the CPU. bf16 on a GPU adds rounding noise (not yet measured there): the limit
+# leaves it a wide margin while any real leak stays far above it.
+LEAK_LIMIT = 0.25
+
 
 def collate_packed(encoded: list[dict]) -> dict[str, Any]:
     """One row holding every example of ``encoded``: input_ids, position_ids restarting at 0 for each
@@ -66,7 +71,7 @@ def leak(model: Any, device: str, vocab_size: int) -> float:
 def check_boundaries(model: Any, device: str, vocab_size: int, name: str) -> None:
     """Refuse packing on a model whose attention crosses the packed examples' boundaries."""
     ratio = leak(model, device, vocab_size)
-    if ratio > 0.05:
+    if ratio > LEAK_LIMIT:
         implementation = getattr(model.config, "_attn_implementation", "?")
         raise JobError(f"--packing true: model {name} ({type(model).__name__}, attention {implementation}) lets packed "
                        f"examples attend to each other (logits moved {ratio:.0%} as much as for a true prefix): its "
