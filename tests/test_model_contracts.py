@@ -228,6 +228,25 @@ def test_generate_keeps_every_eos_id_of_qwens_generation_config(hub, jsquad_data
     assert modeling.stop_token_ids(base.model, base.tokenizer) == [151645, 151643]
 
 
+def test_swallows_sampling_generation_config_leaves_the_hf_engine_greedy(hub, jsquad_data):
+    """Swallow's generation_config.json asks for sampling (do_sample, temperature 0.6, top_p 0.9): a generate
+    call that relied on the model's defaults would sample, so predictions would change from run to run."""
+    import torch
+    from switchpoint.infer_local.hf_engine import generate_batch, generate_batch_static
+
+    _, entry, base, _, text = _example_and_prompt("swallow-13b", jsquad_data)
+    config = base.model.generation_config
+    assert config.do_sample is True and config.temperature == pytest.approx(0.6) and config.top_p == pytest.approx(0.9)
+    ids = [prompts.encode_prompt(base.tokenizer, entry, text)]
+    runs = []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        runs.append([g.text for g in generate_batch(base.model, base.tokenizer, ids, 8, [], entry)])
+    torch.manual_seed(3)
+    runs.append([g.text for g in generate_batch_static(base.model, base.tokenizer, ids, 8, [], entry)])
+    assert runs[0][0] and all(run == runs[0] for run in runs)
+
+
 @pytest.mark.parametrize("name", HUB_MODELS)
 def test_an_adapter_trains_and_infers_on_the_replica_hf_engine(hub, jsquad_data, tmp_path, name):
     from switchpoint.core.contract import job_paths

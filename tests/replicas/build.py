@@ -145,10 +145,12 @@ def build_one(spec: ReplicaSpec, cache: Path, revision: str | None, sentences: l
     commit = commit_for(spec.hub_id, revision)
     files: dict[str, bytes] = {}
     files["config.json"] = json.dumps(spec.config, indent=2).encode()
-    files["generation_config.json"] = json.dumps({**spec.generation_config, "transformers_version": "4.40.0"},
-                                                 indent=2).encode()
+    if spec.generation_config is not None:  # None: the repository ships none (rinna)
+        files["generation_config.json"] = json.dumps({"transformers_version": "4.40.0", **spec.generation_config},
+                                                     indent=2).encode()
     files["tokenizer_config.json"] = json.dumps(spec.tokenizer_config, indent=2, ensure_ascii=False).encode()
-    files["special_tokens_map.json"] = json.dumps(spec.special_tokens_map, indent=2, ensure_ascii=False).encode()
+    if spec.special_tokens_map is not None:
+        files["special_tokens_map.json"] = json.dumps(spec.special_tokens_map, indent=2, ensure_ascii=False).encode()
     if spec.tokenizer_kind == "bytelevel-bpe":
         files["tokenizer.json"] = train_bytelevel(spec, sentences).encode()
     else:

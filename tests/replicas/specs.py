@@ -80,8 +80,8 @@ class ReplicaSpec:
     tokenizer_kind: str  # bytelevel-bpe (tokenizer.json) | spm-unigram (spiece.model) | spm-llama (tokenizer.model)
     config: dict
     tokenizer_config: dict
-    special_tokens_map: dict
-    generation_config: dict
+    special_tokens_map: dict | None  # None: the repository ships no special_tokens_map.json (rinna)
+    generation_config: dict | None  # None: no generation_config.json (transformers derives it from config.json)
     specials: dict[str, int]  # special token -> its id in the real vocabulary
     vocab_size: int  # the real config's vocab_size (the embedding keeps it)
     spm_options: dict = field(default_factory=dict)
@@ -119,13 +119,14 @@ LLAMA_SPM = {"model_type": "bpe", "byte_fallback": True, "split_digits": True, "
 RINNA_SPM = {"model_type": "unigram", "byte_fallback": True, "add_dummy_prefix": False,
              "remove_extra_whitespaces": False, "pad_id": 0, "pad_piece": "[PAD]", "unk_id": 1, "unk_piece": "[UNK]",
              "bos_id": 2, "eos_id": 3}
+# rinna's 284-byte tokenizer_config.json, the same in both repositories (keys in the published order).
 RINNA_TOKENIZER_CONFIG = {
-    "bos_token": "<s>", "eos_token": "</s>", "unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-    "sep_token": "[SEP]", "mask_token": "[MASK]", "extra_ids": 0, "additional_special_tokens": [],
-    "sp_model_kwargs": {}, "do_lower_case": False, "model_max_length": 1000000000000000019884624838656,
-    "tokenizer_class": "T5Tokenizer"}
-RINNA_SPECIALS_MAP = {"bos_token": "<s>", "cls_token": "[CLS]", "eos_token": "</s>", "mask_token": "[MASK]",
-                      "pad_token": "[PAD]", "sep_token": "[SEP]", "unk_token": "[UNK]"}
+    "eos_token": "</s>", "unk_token": "[UNK]", "pad_token": "[PAD]", "extra_ids": 0, "additional_special_tokens": [],
+    "sp_model_kwargs": {}, "bos_token": "<s>", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]",
+    "do_lower_case": False, "tokenizer_class": "T5Tokenizer"}
+# Swallow's special tokens as published (AddedToken dicts, normalized).
+SWALLOW_ADDED = {t: {"content": c, "lstrip": False, "normalized": True, "rstrip": False, "single_word": False}
+                 for t, c in (("bos_token", "<s>"), ("eos_token", "</s>"), ("unk_token", "<unk>"))}
 
 # llm-jp-tokenizer v3.0's published Hugging Face files (hf/ver3.0/llm-jp-tokenizer-100k.ver3.0b2) and ids
 # (its vocabulary's first eight pieces; the converter renames the control pieces to <X|LLM-jp>).
@@ -144,25 +145,25 @@ SARASHINA22_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<sep>", "<mask>", "<cl
 SPECS: dict[str, ReplicaSpec] = {s.hub_id: s for s in [
     ReplicaSpec(
         hub_id="cyberagent/open-calm-1b", tokenizer_kind="bytelevel-bpe",
-        config=_neox(52224, 0, 0), vocab_size=52224,
+        config=_neox(52096, 0, 0, _name_or_path="open-calm-1b", transformers_version="4.27.0.dev0"), vocab_size=52096,
         tokenizer_config={"add_prefix_space": False, "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
-                          "unk_token": "<|endoftext|>", "model_max_length": 1000000000000000019884624838656,
-                          "tokenizer_class": "GPTNeoXTokenizer"},
+                          "model_max_length": 1000000000000000019884624838656, "pad_token": "<|padding|>",
+                          "special_tokens_map_file": "open-calm-1b/special_tokens_map.json",
+                          "tokenizer_class": "GPTNeoXTokenizer", "unk_token": "<|endoftext|>"},
         special_tokens_map={"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|padding|>",
                             "unk_token": "<|endoftext|>"},
-        generation_config={"_from_model_config": True, "bos_token_id": 0, "eos_token_id": 0},
+        generation_config={"_from_model_config": True, "bos_token_id": 0, "eos_token_id": 0,
+                           "transformers_version": "4.27.0.dev0"},
         specials={"<|endoftext|>": 0, "<|padding|>": 1}),
     ReplicaSpec(
         hub_id="rinna/japanese-gpt-neox-3.6b-instruction-ppo", tokenizer_kind="spm-unigram", tokenizer_file="spiece.model",
         config=_neox(32000, 2, 3), vocab_size=32000,
-        tokenizer_config=RINNA_TOKENIZER_CONFIG, special_tokens_map=RINNA_SPECIALS_MAP,
-        generation_config={"_from_model_config": True, "bos_token_id": 2, "eos_token_id": 3},
+        tokenizer_config=RINNA_TOKENIZER_CONFIG, special_tokens_map=None, generation_config=None,
         specials={"[PAD]": 0, "[UNK]": 1, "<s>": 2, "</s>": 3}, spm_options={**RINNA_SPM}),
     ReplicaSpec(
         hub_id="rinna/bilingual-gpt-neox-4b-instruction-ppo", tokenizer_kind="spm-unigram", tokenizer_file="spiece.model",
         config=_neox(65536, 2, 3), vocab_size=65536,
-        tokenizer_config={**RINNA_TOKENIZER_CONFIG, "legacy": False}, special_tokens_map=RINNA_SPECIALS_MAP,
-        generation_config={"_from_model_config": True, "bos_token_id": 2, "eos_token_id": 3},
+        tokenizer_config=RINNA_TOKENIZER_CONFIG, special_tokens_map=None, generation_config=None,
         specials={"[PAD]": 0, "[UNK]": 1, "<s>": 2, "</s>": 3},
         # The bilingual tokenizer keeps "\n" (its card separates utterances with "\n").
         spm_options={**RINNA_SPM, "normalization_rule_name": "identity", "user_defined_symbols": ["\n"]}),
@@ -177,10 +178,17 @@ SPECS: dict[str, ReplicaSpec] = {s.hub_id: s for s in [
         tokenizer_json="llama-legacy"),  # the repository ships tokenizer.json (1.84 MB) beside tokenizer.model
     ReplicaSpec(
         hub_id="tokyotech-llm/Swallow-13b-instruct-hf", tokenizer_kind="spm-llama", tokenizer_file="tokenizer.model",
-        config=_llama(43176, 4096, pad_token_id=0), vocab_size=43176,
-        tokenizer_config={**LLAMA2_TOKENIZER_CONFIG, "legacy": True},
-        special_tokens_map={"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
-        generation_config={"_from_model_config": True, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0},
+        config=_llama(43176, 4096, pad_token_id=0, attention_bias=False, max_sequence_length=4096,
+                      _name_or_path="tokyotech-llm/Swallow-13b-instruct-hf", transformers_version="4.33.2"),
+        vocab_size=43176,
+        tokenizer_config={"add_bos_token": True, "add_eos_token": False, "clean_up_tokenization_spaces": False,
+                          **{k: {"__type": "AddedToken", **v} for k, v in SWALLOW_ADDED.items()},
+                          "legacy": True, "model_max_length": 1000000000000000019884624838656, "pad_token": None,
+                          "padding_side": "right", "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer"},
+        special_tokens_map=SWALLOW_ADDED,
+        # The card's sampling defaults; every engine here passes greedy decoding explicitly.
+        generation_config={"bos_token_id": 1, "do_sample": True, "eos_token_id": 2, "pad_token_id": 0,
+                           "temperature": 0.6, "max_length": 4096, "top_p": 0.9, "transformers_version": "4.33.2"},
         specials={"<unk>": 0, "<s>": 1, "</s>": 2}, spm_options={**LLAMA_SPM}),
     ReplicaSpec(
         hub_id="Qwen/Qwen2.5-1.5B-Instruct", tokenizer_kind="bytelevel-bpe",
