@@ -76,9 +76,11 @@ def simulate(curves: Curves) -> tuple[dict[str, dict[int, int]], dict[str, str]]
     return seeds, stops
 
 
-def share_of_grid(curves: Curves, seeds: dict[str, dict[int, int]]) -> float:
-    spent = sum(curves.cost(m, n, k) for m, sizes in seeds.items() for n, k in sizes.items())
-    full = sum(curves.cost(m, n, k) for m in curves.models for n, k in grid_seeds(curves).items())
+def share_of_grid(curves: Curves, seeds: dict[str, dict[int, int]], cost=None) -> float:
+    """What the adaptive sweep spent as a share of the full grid (``cost``: model, N, seeds -> cost)."""
+    cost = cost or curves.cost
+    spent = sum(cost(m, n, k) for m, sizes in seeds.items() for n, k in sizes.items())
+    full = sum(cost(m, n, k) for m in curves.models for n, k in grid_seeds(curves).items())
     return spent / full
 
 
@@ -176,3 +178,7 @@ class Toy:
     def cost(self, model: str, n: int, k: int) -> float:
         """Seconds: the train job's and the infer job's own wall seconds for this N, first k seeds."""
         return sum(self.arms[n][s]["train_wall_s"] + self.arms[n][s]["infer_wall_s"] for s in self.seed_ids[:k])
+
+    def tokens(self, model: str, n: int, k: int) -> float:
+        """Trained tokens (train_metrics.json), first k seeds: the training cost without the machine's load."""
+        return sum(self.arms[n][s]["trained_tokens"] for s in self.seed_ids[:k])

@@ -56,7 +56,8 @@ def test_on_the_toy_tasks_recorded_run_the_answer_is_the_grids_for_under_40_perc
     example, so the first adapter that names a category at all matches (N*=2, interval 2-2). The
     saving is then the first round's (N=0..8 at one seed) against the whole grid (to 256, three seeds),
     costed with the jobs' own wall seconds on a shared 2-core machine (noisy: the first adapter of a
-    job carries its warm-up). A curve that crossed late would save less; the study-like test covers that.
+    job carries its warm-up), and with the trained tokens, which the load does not move. A curve that
+    crossed late would save less; the study-like test covers that.
     """
     curves = Toy()
     report = curves.record["report"]
@@ -65,6 +66,7 @@ def test_on_the_toy_tasks_recorded_run_the_answer_is_the_grids_for_under_40_perc
     seeds, stops = simulate(curves)
     assert_same_answer(curves, seeds, stops)
     assert share_of_grid(curves, seeds) <= 0.40, f"adaptive spent {share_of_grid(curves, seeds):.1%} of the grid"
+    assert share_of_grid(curves, seeds, curves.tokens) <= 0.40
 
 
 def test_extra_seeds_go_only_to_the_sizes_bracketing_n_star():
