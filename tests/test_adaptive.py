@@ -150,10 +150,11 @@ TRANSITION_COLS = ["metric", "model", "prompt_model", "prompt_variant", "prompt_
                    "n_star_low", "n_star_high"]
 
 
-def _fake_rounds(run, seconds: float, usd: float):
-    """A round that 'runs' every asked size (a curve that never reaches the level), each costing
-    ``seconds`` and ``usd``, and writes the report's two tables as the report job would."""
+def _fake_rounds(run, seconds: float, usd: float, transition: dict | None = None):
+    """A round that 'runs' every asked size and seed, each costing ``seconds`` and ``usd``, and writes
+    the report's two tables as the report job would (by default a curve that never reaches the level)."""
     asked = []
+    transition = transition or {"n_match": "", "n_star": "", "n_star_low": "", "n_star_high": ""}
 
     def run_round(sweep: dict) -> None:
         from switchpoint.orchestration.rounds import ROUND_SEEDS, ROUND_SIZES
@@ -164,16 +165,17 @@ def _fake_rounds(run, seconds: float, usd: float):
         writer.writeheader()
         for model, sizes in sweep[ROUND_SIZES].items():
             for n in sizes:
-                writer.writerow({"kind": "finetune", "model": model, "n": n, "seed": 0, "metric": "exact_match",
-                                 "mean": 10.0 + n / 100, "train_wall_s": seconds, "infer_wall_s": 0.0,
-                                 "train_usd": usd, "infer_usd": 0.0})
+                for seed in sweep["seeds"] if n in sweep[ROUND_SEEDS][model] else sweep["seeds"][:1]:
+                    writer.writerow({"kind": "finetune", "model": model, "n": n, "seed": seed, "metric": "exact_match",
+                                     "mean": 10.0 + n / 100, "train_wall_s": seconds, "infer_wall_s": 0.0,
+                                     "train_usd": usd, "infer_usd": 0.0})
         run.write_text("report/results.csv", out.getvalue())
         out = io.StringIO()
         writer = csv.DictWriter(out, TRANSITION_COLS)
         writer.writeheader()
         for model in sweep[ROUND_SIZES]:
             writer.writerow({"metric": "exact_match", "model": model, "prompt_model": "claude", "prompt_variant": "",
-                             "prompt_mean": 90.0, "n_match": "", "n_star": "", "n_star_low": "", "n_star_high": ""})
+                             "prompt_mean": 90.0, **transition})
         run.write_text("report/transitions.csv", out.getvalue())
 
     return run_round, asked
@@ -198,6 +200,21 @@ def test_the_sweep_stops_on_its_gpu_hour_or_dollar_budget_and_records_why(tmp_pa
     assert summary["reason"] == reason and len(asked) == rounds
     assert run.read_json(RECORD)["reason"] == reason and reason in said[-1]
     assert asked[0] == ({"tiny-gpt-neox": [0, 2, 4, 8]}, {"tiny-gpt-neox": []})  # first round: one seed everywhere
+
+
+def test_a_wide_n_star_interval_gets_the_other_seeds_at_its_bracket_in_the_next_round_then_stops(tmp_path):
+    from switchpoint.core import manifests
+    from switchpoint.core.store import open_store
+    from switchpoint.orchestration.rounds import run_adaptive
+
+    sweep = {**manifests.load_sweep("smoke-adaptive"), "seeds": [0, 1]}
+    run = open_store(tmp_path)
+    wide = {"n_match": "2", "n_star": "3.0", "n_star_low": "2.0", "n_star_high": "16.0"}  # bracket 2-4, interval 2-16
+    run_round, asked = _fake_rounds(run, 1.0, 0.0, wide)
+    summary = run_adaptive(sweep, manifests.load_task("toy-ja"), run, run_round, lambda _: None)
+    assert [seeds for _, seeds in asked] == [{"tiny-gpt-neox": []}, {"tiny-gpt-neox": [2, 4]}]
+    assert asked[1][0] == {"tiny-gpt-neox": [0, 2, 4, 8]}  # no new size: only the seeds
+    assert "wider than the grid's bracket 2-4 with every prepared seed" in summary["stopped"]["tiny-gpt-neox"]
 
 
 def test_the_adaptive_smoke_sweep_runs_offline_end_to_end_and_trains_only_what_it_needs(tmp_path):
