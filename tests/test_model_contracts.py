@@ -341,3 +341,23 @@ def test_the_sentencepiece_tokenizer_pickles_for_worker_processes(hub, jsquad_da
     again = pickle.loads(pickle.dumps(tok))
     assert type(again).__module__ == "switchpoint.core.modeling"
     assert again("一\n二☃", add_special_tokens=False)["input_ids"] == tok("一\n二☃", add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("name", ["rinna-3.6b-ppo", "qwen2.5-1.5b-instruct"])
+def test_lm_eval_docs_export_lays_out_the_engines_prompts_without_loading_the_model(hub, jsquad_data, tmp_path, name):
+    import json
+
+    from switchpoint.infer_local.lm_eval_engine import export_docs
+    from switchpoint.infer_local.passes import fit_prompt
+
+    task = load_task_from_data(jsquad_data)
+    entry = {**manifests.get_model(name), "name": name}
+    tokenizer = base_of(name, jsquad_data).tokenizer
+    loads = modeling.BASE_MODEL_LOADS
+    path = export_docs(jsquad_data, name, tmp_path, shots=2)
+    assert modeling.BASE_MODEL_LOADS == loads  # the tokenizer alone lays out the prompts
+    budget = entry["context_length"] - task["generation"]["max_new_tokens"]
+    train = read_train_set(jsquad_data, 0, 2)
+    expected = [fit_prompt(task, entry, ex, train, tokenizer, budget)[0] for ex in read_eval_set(jsquad_data)]
+    docs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [d["prompt"] for d in docs] == expected and len(docs) == len(expected)

@@ -147,3 +147,22 @@ def test_postprocess_cuts_at_the_first_stop_after_leading_whitespace():
     task = manifests.load_task("jsquad")
     assert postprocess(task, "\n 小笠原諸島\n質問：次") == "小笠原諸島"
     assert postprocess(task, "") == ""
+
+
+def test_the_bos_probe_of_a_model_without_add_bos_runs_once_per_tokenizer():
+    from switchpoint.core.prompts import encode_prompt
+
+    class Tokenizer:  # starts every text with BOS (id 1) when special tokens are added
+        bos_token_id = 1
+
+        def __init__(self):
+            self.calls = []
+
+        def __call__(self, text, add_special_tokens=True):
+            self.calls.append(add_special_tokens)
+            return {"input_ids": ([1] if add_special_tokens else []) + [5, 6]}
+
+    tokenizer = Tokenizer()
+    ids = [encode_prompt(tokenizer, {"name": "own"}, text) for text in ("a", "b", "c")]
+    assert ids == [[1, 5, 6]] * 3
+    assert tokenizer.calls.count(True) == 1 and tokenizer.calls.count(False) == 3

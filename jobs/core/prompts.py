@@ -17,10 +17,15 @@ training (``fit_training_example``) and inference alike, so both see the same pr
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from switchpoint.core.contract import JobError
+
+# tokenizer -> whether it starts a text with BOS by itself (prompt_wants_bos's probe, once per tokenizer)
+_BOS_PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 Turn = dict[str, str]
 
@@ -208,8 +213,14 @@ def prompt_wants_bos(entry: dict, tokenizer: Any) -> bool:
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
         return False
-    ids = tokenizer("x")["input_ids"]
-    return bool(ids) and ids[0] == bos
+    try:  # one probe per tokenizer: encode_prompt asks for every prompt
+        return _BOS_PROBES[tokenizer]
+    except (KeyError, TypeError):
+        ids = tokenizer("x")["input_ids"]
+        wants = bool(ids) and ids[0] == bos
+    with contextlib.suppress(TypeError):  # a tokenizer that cannot be weakly referenced is probed each time
+        _BOS_PROBES[tokenizer] = wants
+    return wants
 
 
 def encode_prompt(tokenizer: Any, entry: dict, text: str) -> list[int]:
