@@ -158,7 +158,7 @@ def run_engine(job: Plan, base: modeling.BaseModel, adapters_dir: Path, settings
         if job.engine == "vllm":
             from switchpoint.infer_local.vllm_engine import run_vllm
 
-            return run_vllm(base_weights_path(base, Path(tmp)), job.entry, job.passes, adapters_dir,
+            return run_vllm(base_weights_path(base, Path(tmp)), job.entry, base.tokenizer, job.passes, adapters_dir,
                             job.max_new_tokens, job.load_in_4bit, stats, progress)
         from switchpoint.infer_local.lm_eval_engine import run_lm_eval
 

@@ -1,19 +1,26 @@
 """The ``vllm`` engine (GPU only): one vLLM engine with LoRA enabled, a LoRARequest per adapter.
 
 No stop strings are given to vLLM: like lm-eval's, they would cut before the answer starts; the
-answer is cut by ``prompts.postprocess`` afterwards, as for the other engines. Not runnable on the
-CPU machines this was written on; ``engines.py`` says for which architectures vLLM serves LoRA.
+answer is cut by ``prompts.postprocess`` afterwards, as for the other engines. Generation ends at
+the same end ids the hf engine uses (the generation config's list and the tokenizer's EOS), and the
+generated ids are decoded by the job's tokenizer (the card's), not vLLM's: a model whose card
+tokenizer differs from what transformers would build (rinna's sentencepiece, sarashina's published
+tokenizer.json) gets the same text from every engine. Not runnable on the CPU machines this was
+written on; ``engines.py`` says for which architectures vLLM serves LoRA.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from types import SimpleNamespace
+from typing import Any
 
+from switchpoint.core import modeling
 from switchpoint.core.contract import JobError
-from switchpoint.core.prompts import from_model_text
+from switchpoint.core.prompts import decode_generation
 from switchpoint.infer_local.passes import EngineStats, Generation, Pass, adapter_dir
 
 
@@ -29,7 +36,19 @@ def engine_kwargs(base_path: str, entry: dict, ranks: list[int], load_in_4bit: b
     return kwargs
 
 
-def run_vllm(base_path: str, entry: dict, passes: list[Pass], adapters_dir: Path, max_new_tokens: int,
+def end_ids(base_path: str, entry: dict, tokenizer: Any) -> list[int]:
+    """The ids that end a generation, as the hf engine stops: the base's generation config and the tokenizer."""
+    from transformers import GenerationConfig
+
+    revision = entry.get("revision") if base_path == entry.get("hub_id") else None
+    try:
+        config = GenerationConfig.from_pretrained(base_path, revision=revision)
+    except OSError:  # no generation_config.json (rinna's repositories ship none): the tokenizer's EOS
+        config = None
+    return modeling.stop_token_ids(SimpleNamespace(generation_config=config), tokenizer)
+
+
+def run_vllm(base_path: str, entry: dict, tokenizer: Any, passes: list[Pass], adapters_dir: Path, max_new_tokens: int,
              load_in_4bit: bool, stats: EngineStats, progress: Callable) -> dict[int, list[Generation]]:
     try:
         import torch
@@ -43,7 +62,8 @@ def run_vllm(base_path: str, entry: dict, passes: list[Pass], adapters_dir: Path
              for p in passes if p.adapter is not None]
     llm = LLM(**engine_kwargs(base_path, entry, ranks, load_in_4bit))
     stats.base_model_loads += 1
-    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+    ends = end_ids(base_path, entry, tokenizer)
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=ends, detokenize=False)
     results: dict[int, list[Generation]] = {}
     for index, p in enumerate(passes):
         if p.skipped:
@@ -60,6 +80,7 @@ def run_vllm(base_path: str, entry: dict, passes: list[Pass], adapters_dir: Path
             bar.update(len(p.prompts))
         wall = time.perf_counter() - start
         stats.pass_wall_s[index] = wall
-        results[index] = [Generation(from_model_text(entry, o.outputs[0].text), len(o.prompt_token_ids), len(o.outputs[0].token_ids),
-                                     wall / max(len(p.prompts), 1)) for o in outputs]
+        results[index] = [Generation(decode_generation(tokenizer, entry, o.outputs[0].token_ids, ends),
+                                     len(o.prompt_token_ids), len(o.outputs[0].token_ids), wall / max(len(p.prompts), 1))
+                          for o in outputs]
     return results
