@@ -1,4 +1,9 @@
-"""Comparing two arms of a scores.jsonl: a paired bootstrap over the ids both scored (``score --compare``)."""
+"""Comparing two arms of a scores.jsonl: a paired bootstrap over the ids both scored (``score --compare``).
+
+Two single arms (one seed each), so only examples are resampled. The report compares seed-averaged
+curves and resamples seeds as well as examples (``report.analysis``); its intervals are wider where
+seeds disagree, and that is the interval to quote for N*.
+"""
 
 from __future__ import annotations
 

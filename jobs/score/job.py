@@ -243,7 +243,8 @@ def command(predictions, more_predictions, ml_root, **given):
           --arm-a 'finetune tiny-gpt-neox n=8 seed=0' --arm-b 'fewshot-api claude-haiku-4.5 n=8 seed=0'
     An arm is words: a kind (finetune, fewshot-local, fewshot-api), a model, n=N, seed=S, and
     [variant] or variant=V (variant=none for none); fields left out match anything, but each
-    selector must match exactly one arm.
+    selector must match exactly one arm. This compares two single arms, so only examples are
+    resampled; the report's N* comparisons average seeds and resample seeds and examples both.
     """
     paths = job_paths(ml_root)
 
