@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_infer.py                       # tiny model, CPU is fine (~4 min)
     .venv/bin/python bench/bench_infer.py --gpu-config llama-1b # vllm vs hf on a ~1.2B model, GPU only
+    .venv/bin/python bench/bench_infer.py --freeing-only         # only the hf engine's batching (seconds)
 
 Tiny: the bundled JSQuAD sample, the tiny GPT-NeoX, 12 LoRA adapters (seeds 0-3 x N=2,4,8, random
 LoRA weights so each changes the outputs) and the same eval set for both sides:
@@ -10,10 +11,18 @@ LoRA weights so each changes the outputs) and the same eval set for both sides:
   switchpoint's task YAML and the same prompt texts.
 Both wall times include process start-up. Predictions are compared one to one.
 
+Freeing finished sequences (hf engine): one batch through `model.generate` (static: a finished
+sequence keeps its slot until the batch's longest answer ends) vs the engine's own loop that drops
+finished rows, same process, same batches, alternating, medians; predictions and token counts
+compared. A random model's answers all run to the token limit, so one extra end token is picked
+from its own free-running output: the token that ends answers closest to halfway on average, which
+spreads the answer lengths from one token to the limit, as real answers are spread.
+
 GPU: a model with the shape of a real architecture (weights random: speed needs no trained weights,
 and the GPU machine may have no Hub access), 4 random adapters, `--engine vllm` vs `--engine hf`;
-examples/s of each and the agreement rate of their predictions, with the GPU's name.
-Results are merged into bench/results/infer.json under "tiny" or "gpu:<config>".
+examples/s of each and the agreement rate of their predictions, with the GPU's name, and the
+freeing comparison on that model. Results are merged into bench/results/infer.json under "tiny",
+"freeing" or "gpu:<config>".
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import GPU_CONFIGS, save_results
+from common import GPU_CONFIGS, print_ratio, save_results
 
 BIN = Path(sys.executable).parent
 SEEDS, SIZES = [0, 1, 2, 3], [2, 4, 8]  # 12 adapters
@@ -128,14 +137,108 @@ def bench_tiny(eval_size: int, batch_size: int) -> dict:
     return figures
 
 
-def bench_gpu(config_name: str, eval_size: int, batch_size: int) -> dict:
+def uneven_end_token(model, tokenizer, batches: list[list[list[int]]], max_new: int) -> int:
+    """The token whose first appearance ends the model's free-running answers closest to halfway on average."""
+    import torch
+    from switchpoint.core import modeling
+    from switchpoint.infer_local.decode import greedy_decode
+
+    ends, firsts, answers = modeling.stop_token_ids(model, tokenizer), {}, 0
+    for batch in batches:
+        enc = tokenizer.pad({"input_ids": batch}, padding=True, return_tensors="pt").to(model.device)
+        with torch.inference_mode():
+            rows = greedy_decode(model, enc["input_ids"], enc["attention_mask"], max_new, ends,
+                                 tokenizer.pad_token_id, lambda *_: False)
+        for row in rows:
+            for k, token in enumerate(row):
+                firsts.setdefault(token, {}).setdefault(answers, k + 1)
+            answers += 1
+    mean_length = {t: (sum(at.values()) + max_new * (answers - len(at))) / answers for t, at in firsts.items()
+                   if t not in ends}
+    return min(mean_length, key=lambda t: (abs(mean_length[t] - max_new / 2), t))
+
+
+def freeing_vs_static(model, tokenizer, entry: dict, prompt_ids: list[list[int]], batch_size: int, max_new: int,
+                      stops: list[str], repeats: int) -> dict:
+    """hf engine, same batches: ``model.generate`` (static) vs the loop that frees finished rows."""
+    import statistics
+
+    from switchpoint.infer_local import hf_engine
+
+    batches = [prompt_ids[b:b + batch_size] for b in range(0, len(prompt_ids), batch_size)]
+    config = getattr(model, "get_base_model", lambda: model)().generation_config
+    before = config.eos_token_id
+    extra = uneven_end_token(model, tokenizer, batches, max_new)
+    config.eos_token_id = [*(before if isinstance(before, list) else [before]), extra]
+    try:
+        times: dict[str, list[float]] = {"static": [], "freeing": []}
+        outputs: dict[str, list] = {}
+        generate = {"static": hf_engine.generate_batch_static, "freeing": hf_engine.generate_batch}
+        for r in range(repeats):
+            for name in (("static", "freeing") if r % 2 == 0 else ("freeing", "static")):
+                start = time.perf_counter()
+                outputs[name] = [g for batch in batches for g in generate[name](model, tokenizer, batch, max_new, stops, entry)]
+                times[name].append(time.perf_counter() - start)
+    finally:
+        config.eos_token_id = before
+    static_s, freeing_s = statistics.median(times["static"]), statistics.median(times["freeing"])
+    ratio = print_ratio(f"hf engine, {len(prompt_ids)} answers in batches of {batch_size}", "model.generate (static)",
+                        static_s, "freeing loop", freeing_s)
+    lengths = [g.output_tokens for g in outputs["freeing"]]
+    slots = sum(len(batch) * max(g.output_tokens for g in outputs["static"][b:b + len(batch)])
+                for b, batch in zip(range(0, len(prompt_ids), batch_size), batches))
+    same = sum((a.text, a.output_tokens) == (b.text, b.output_tokens) for a, b in zip(outputs["static"], outputs["freeing"]))
+    return {"answers": len(prompt_ids), "batch_size": batch_size, "max_new_tokens": max_new, "repeats": repeats,
+            "extra_end_token": extra, "answer_tokens_mean": round(statistics.mean(lengths), 2),
+            "answer_tokens_min": min(lengths), "answer_tokens_max": max(lengths),
+            "generated_tokens": sum(lengths), "static_token_slots": slots,
+            "static_s": round(static_s, 3), "freeing_s": round(freeing_s, 3), "speedup": round(ratio, 2),
+            "static_s_all": [round(t, 3) for t in times["static"]], "freeing_s_all": [round(t, 3) for t in times["freeing"]],
+            "identical_predictions": same == len(prompt_ids), "agreement": f"{same}/{len(prompt_ids)}"}
+
+
+def bench_freeing(eval_size: int, batch_size: int, repeats: int) -> dict:
+    """The tiny GPT-NeoX on the bundled JSQuAD sample, one torch thread (a shared 2-core machine)."""
+    import torch
+    from switchpoint.core import manifests, modeling
+    from switchpoint.core.datafolder import load_task_from_data, read_eval_set
+    from switchpoint.core.prompts import fit_prompt
+    from switchpoint.data.job import DataSettings, prepare
+    from switchpoint.infer_local.hf_engine import length_order
+
+    torch.set_num_threads(1)
+    model = "tiny-gpt-neox"
+    with tempfile.TemporaryDirectory(prefix="bench-freeing-") as tmp:
+        data = Path(tmp) / "data"
+        prepare(DataSettings(task="jsquad", sizes=[0, 2], seeds=[0], source="bundled", eval_size=eval_size), data)
+        entry, task = manifests.get_model(model), load_task_from_data(data)
+        base = modeling.load_base(entry, data)
+        max_new = task["generation"]["max_new_tokens"]
+        fitted = [fit_prompt(task, entry, ex, [], base.tokenizer, entry["context_length"] - max_new)
+                  for ex in read_eval_set(data)]
+    base.tokenizer.padding_side = "left"
+    base.model.eval()
+    ids = [f.ids for f in fitted]
+    order = length_order(ids, [f.text for f in fitted])  # the engine's batching order
+    figures = freeing_vs_static(base.model, base.tokenizer, entry, [ids[i] for i in order], batch_size, max_new,
+                                list(task["generation"].get("stop", [])), repeats)
+    return {"model": model, "task": "jsquad", "threads": 1, "cpu_count": os.cpu_count(), **figures}
+
+
+def bench_gpu(config_name: str, eval_size: int, batch_size: int, repeats: int) -> dict:
     """vllm vs hf on a ~1B model of a real architecture's shape; needs CUDA and switchpoint[vllm]."""
     import torch
     from switchpoint.core import modeling
-    from switchpoint.core.datafolder import read_jsonl
+    from switchpoint.core.datafolder import (
+        load_task_from_data,
+        read_eval_set,
+        read_jsonl,
+    )
     from switchpoint.core.predictions import Arm, read_predictions
+    from switchpoint.core.prompts import fit_prompt
     from switchpoint.core.tiny import train_tokenizer
     from switchpoint.data.job import DataSettings, prepare
+    from switchpoint.infer_local.hf_engine import length_order
     from switchpoint.infer_local.job import infer
     from switchpoint.infer_local.settings import Settings as InferSettings
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -160,11 +263,19 @@ def bench_gpu(config_name: str, eval_size: int, batch_size: int) -> dict:
                  "context_length": 2048, "lora_target_modules": targets, "prompt_format": "plain"}
         base = modeling.BaseModel(model.to("cuda"), tokenizer, entry, modeling.fingerprint(entry, data), "cuda", "bfloat16")
         make_adapters(base, adapters, targets, seeds, sizes)
-        del base, model
-        torch.cuda.empty_cache()
         figures: dict = {"gpu": torch.cuda.get_device_name(0), "config": config_name,
                          "params_b": params_b, "eval_examples": eval_size,
                          "adapters": len(sizes), "batch_size": batch_size}
+        task = load_task_from_data(data)
+        max_new = task["generation"]["max_new_tokens"]
+        fitted = [fit_prompt(task, entry, ex, [], tokenizer, entry["context_length"] - max_new) for ex in read_eval_set(data)]
+        ids = [fitted[i].ids for i in length_order([f.ids for f in fitted], [f.text for f in fitted])]
+        tokenizer.padding_side = "left"
+        base.model.eval()
+        figures["freeing"] = freeing_vs_static(base.model, tokenizer, entry, ids, batch_size, max_new,
+                                               list(task["generation"].get("stop", [])), repeats)
+        del base, model
+        torch.cuda.empty_cache()
         outputs = {}
         for engine in ("hf", "vllm"):
             torch.cuda.reset_peak_memory_stats()
@@ -185,17 +296,26 @@ def main() -> None:
     parser.add_argument("--gpu-config", choices=sorted(GPU_CONFIGS), default=None)
     parser.add_argument("--eval-size", type=int, default=None, help="eval examples (tiny: 24, GPU: 200)")
     parser.add_argument("--batch-size", type=int, default=None, help="tiny: 8, GPU: 32")
+    parser.add_argument("--freeing-only", action="store_true", help="only static vs freeing batches of the hf engine")
+    parser.add_argument("--freeing-examples", type=int, default=64, help="answers in the freeing comparison")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each side in the freeing comparison")
     args = parser.parse_args()
+    results = {}
     if args.gpu_config:
-        figures = bench_gpu(args.gpu_config, args.eval_size or 200, args.batch_size or 32)
-        section = f"gpu:{args.gpu_config}"
+        results[f"gpu:{args.gpu_config}"] = bench_gpu(args.gpu_config, args.eval_size or 200, args.batch_size or 32,
+                                                     args.repeats)
     else:
-        figures = bench_tiny(args.eval_size or 24, args.batch_size or 8)
-        section = "tiny"
-    save(section, figures)
-    print(json.dumps({section: figures}, indent=2))
-    if section == "tiny" and (figures["speedup"] < 5 or not figures["identical_predictions"]):
+        results["freeing"] = bench_freeing(args.freeing_examples, args.batch_size or 8, args.repeats)
+        if not args.freeing_only:
+            results["tiny"] = bench_tiny(args.eval_size or 24, args.batch_size or 8)
+    for section, figures in results.items():
+        save(section, figures)
+    print(json.dumps(results, indent=2))
+    if "tiny" in results and (results["tiny"]["speedup"] < 5 or not results["tiny"]["identical_predictions"]):
         print("target missed: want >= 5x faster with identical predictions", file=sys.stderr)
+    freeing = results.get("freeing") or results.get(f"gpu:{args.gpu_config}", {}).get("freeing")
+    if freeing and not freeing["identical_predictions"]:
+        print("freeing loop: predictions differ from model.generate's", file=sys.stderr)
 
 
 if __name__ == "__main__":
