@@ -196,6 +196,8 @@ def run_sweep(sweep: dict, task: dict, store: Store, *, job: str = "sweep", back
     if not steps:
         raise JobError(f"no {job} step in sweep {sweep['name']} for task {task['name']}"
                        + (f" and models {', '.join(models)}" if models else ""))
+    if backend == "local":  # torch's imports in the warm launcher's server while the data step runs
+        runners.warm_up([s.job for s in steps])
     records = []
     for stage in sorted({s.stage for s in steps}):
         prints = {s.name: data_print if s.kind == "local" else current_fingerprint(s, run, planned, sweep, task)
