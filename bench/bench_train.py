@@ -182,6 +182,7 @@ def bench_gpu(name: str, seq_len: int, batch_size: int, steps: int, layers: int 
     import torch
     from switchpoint.core import modeling, tiny
     from switchpoint.core.datafolder import load_task_from_data, read_train_set
+    from switchpoint.train import packing
     from switchpoint.train.loop import peak_tflops, train_adapter
     from switchpoint.train.settings import Settings
     from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig
@@ -205,7 +206,7 @@ def bench_gpu(name: str, seq_len: int, batch_size: int, steps: int, layers: int 
     base = modeling.BaseModel(model, tokenizer, entry, f"bench:{name}", str(accelerator.device),
                               str(model.dtype).replace("torch.", ""))
     task = {"name": "bench", "fields": {"inputs": {"text": "text"}},
-            "prompt": {"instruction": "Summarise.", "input_template": "{text}"}}
+            "prompt": {"instruction": "Summarise.", "input_template": "{text}", "truncate_field": "text"}}
     # Examples whose prompt alone exceeds seq_len: every sequence is cut to exactly seq_len tokens.
     body = " ".join(words[(7 * i) % 3000] for i in range(seq_len * 2))
     examples = [{"id": str(i), "text": body, "references": [" ".join(words[i: i + 20])]} for i in range(batch_size * 4)]
@@ -226,7 +227,13 @@ def bench_gpu(name: str, seq_len: int, batch_size: int, steps: int, layers: int 
             "mfu_formula": "(4 x frozen + 6 x trainable params) x tokens / wall_s / peak FLOP/s",
             "mfu_6n": round(6 * params * metrics["tokens_per_s"] / (peak * 1e12), 5) if peak else None,
             "mfu_6n_formula": "6 x params x tokens / wall_s / peak FLOP/s",
-            "peak_memory_bytes": metrics["peak_memory_bytes"], "torch": torch.__version__}
+            "peak_memory_bytes": metrics["peak_memory_bytes"],
+            "memory_estimate_bytes": memory_estimate(model, targets, batch_size * seq_len, seq_len,
+                                                     2 if device == "cuda" else 4, grad_ckpt),
+            "torch": torch.__version__}
+        # The packing boundary check's score on this model and dtype (job refuses packing above LEAK_LIMIT).
+        figures["packing_leak"] = packing.leak(model, str(accelerator.device), config.vocab_size)
+        figures["packing_leak_limit"] = packing.LEAK_LIMIT
         # The batching comparison on this model, with the bundled JSQuAD's real examples and lengths.
         data = data_folder(Path(tmp), "jsquad", 256)
         jsquad = load_task_from_data(data)
@@ -238,6 +245,15 @@ def bench_gpu(name: str, seq_len: int, batch_size: int, steps: int, layers: int 
         figures["runs:jsquad"] = compare_batching(accelerator, ja_base, jsquad, real[:batch_size * steps],
                                                   hyper.model_copy(update={"cutoff_len": 512}), repeats)
     return figures
+
+
+def memory_estimate(model, targets: list[str], tokens: int, seq_len: int, activation_bytes: int, grad_ckpt: bool) -> int:
+    """The job's gradient-checkpointing estimate for this run (set beside the measured peak)."""
+    from switchpoint.train import memory
+
+    found = memory.estimate(memory.model_shape(model), memory.lora_params(model, targets, 16), tokens, seq_len,
+                            activation_bytes)
+    return int(found.total_checkpointed if grad_ckpt else found.total)
 
 
 def main() -> None:
