@@ -9,7 +9,9 @@ in a plain process. Nothing here initialises CUDA or starts a thread pool, so fo
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
 
 # Order matters a little: torch before what builds on it. The job modules themselves import their
 # heavy dependencies inside functions, so those are named here explicitly.
@@ -46,3 +48,17 @@ for _name in MODULES:
         IMPORTED.append(_name)
     except Exception as _err:  # noqa: BLE001 - an optional package: the job reports it itself
         FAILED[_name] = f"{type(_err).__name__}: {_err}".splitlines()[0]
+
+
+_SERVER_PID = os.getpid()
+
+
+def _leave_at_once() -> None:
+    """The server ends when its runner does; tearing torch down takes it ~1.5 s, while it still holds
+    the runner's stdout and stderr (a pipe reading them would wait). Registered last, so run first;
+    the jobs forked from the server (other pids) exit normally."""
+    if os.getpid() == _SERVER_PID:
+        os._exit(0)
+
+
+atexit.register(_leave_at_once)
