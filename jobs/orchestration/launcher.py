@@ -29,6 +29,7 @@ import atexit
 import multiprocessing
 import os
 import runpy
+import signal
 import subprocess
 import sys
 import threading
@@ -138,6 +139,7 @@ class _Server:
         self.ready = threading.Event()
         self.failed: str | None = None
         self.live = 0  # warm jobs still running (the server is never restarted under them)
+        self.end_registered = False  # whether _end_server is registered
 
     def usable_now(self) -> bool:
         return self.env == _environment() and self.ready.is_set() and self.failed is None
@@ -163,6 +165,9 @@ class _Server:
             context.set_forkserver_preload(PRELOAD)
             try:
                 forkserver.ensure_running()  # spawns the server with this environment; it imports in the background
+                if not self.end_registered:
+                    atexit.register(_end_server)
+                    self.end_registered = True
             except Exception as err:  # noqa: BLE001 - no server: jobs run as plain processes
                 self.failed = f"{type(err).__name__}: {err}"
                 self.ready.set()
@@ -185,6 +190,19 @@ class _Server:
     def finished(self) -> None:
         with self.lock:
             self.live = max(0, self.live - 1)
+
+
+def _end_server() -> None:
+    """At the runner's exit: end the server now. Left alone it would finish its imports first and then
+    tear torch down, holding the runner's stdout and stderr meanwhile (a pipe reading them waits)."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _environment() -> dict[str, str]:

@@ -266,6 +266,8 @@ def run_command(job, sweep_name, tasks, store, backend, models, force, role_arn,
     paths = job_paths()
 
     def body() -> None:
+        if backend == "local":  # the warm launcher's imports start now, beside the pre-flight
+            runners.warm_up(["train"] if job == "sweep" else [job])
         sweep = manifests.load_sweep(sweep_name, models_file=models_file)
         target = open_store(store)
         options = {"role_arn": role_arn, "registry": registry, "poll_s": poll_seconds}
