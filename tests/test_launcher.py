@@ -125,3 +125,24 @@ def test_a_warm_job_runs_in_the_runners_working_folder(ready_server, tmp_path, m
     proc = launcher.launch(switchpoint("score", "--ml-root", "relative-root"))
     assert isinstance(proc, launcher.WarmJob) and proc.wait(timeout=120) == 1
     assert (tmp_path / "relative-root" / "output" / "failure").read_text(encoding="utf-8").startswith("score: ")
+
+
+def _report_environment(name: str, out: int) -> None:
+    """Writes what the server's environment (not the runner's, passed later by _run_job) holds for ``name``."""
+    os.write(out, os.environ.get(name, "<unset>").encode())
+
+
+def test_a_torch_job_after_an_environment_change_gets_a_server_started_with_it(ready_server, monkeypatch):
+    """Packages read HF_HOME and the like at import: the server's own environment must be the runner's."""
+    before = ready_server.generation
+    monkeypatch.setenv("SWITCHPOINT_TEST_MARK", "changed")
+    assert launcher.warm_up(["infer-local"]) and launcher.ready(), ready_server.failed
+    assert ready_server.generation == before + 1
+    read, write = os.pipe()
+    try:
+        job = launcher.fork(_report_environment, ("SWITCHPOINT_TEST_MARK", launcher._InheritedFd(write)),
+                            switchpoint("test-job"))
+        os.close(write)
+        assert job.wait(timeout=60) == 0 and os.read(read, 100) == b"changed"
+    finally:
+        os.close(read)

@@ -7,9 +7,10 @@ started early in a sweep (while the data step runs), and each job is a child for
 runs the very same click command, under the same contract as the plain process:
 
 - the same argv (``sys.argv`` too, which the train job's multi-GPU relaunch re-uses);
-- the runner's environment and working folder *at launch*, passed explicitly (the server's are
-  fixed when it starts); a server whose environment differs from the runner's is not used for a
-  job, since packages read some variables (``HF_HOME``, ``HF_HUB_OFFLINE``) at import time;
+- the runner's environment and working folder *at launch*: the server's environment is fixed when
+  it starts, and packages read some variables (``HF_HOME``, ``HF_HUB_OFFLINE``) at import time, so
+  a job runs warm only on a server started with the runner's current environment (a torch job
+  restarts the server for a changed one); the environment is passed and set in the child as well;
 - the runner's stdout and stderr at launch (passed as file descriptors);
 - its exit code (a ``SystemExit`` code, 1 for an uncaught exception, ``-N`` for a signal), so the
   ``output/failure`` file and its reason work as before; ``terminate``/``kill``/``wait``/``poll``
@@ -17,10 +18,10 @@ runs the very same click command, under the same contract as the plain process:
   itself ignores SIGINT);
 - torch's threads are set by the job itself from the cores it may use (``--threads``), as before.
 
-Plain ``subprocess.Popen`` stays: for docker and SageMaker (other code paths), off Linux, with
-``SWITCHPOINT_WARM_LAUNCHER=0``, for a light job (score, report) when no warm server is ready
-(waiting for torch to import would cost it more than it saves), and whenever the server cannot
-start.
+Plain ``subprocess.Popen`` stays: for docker and SageMaker (other code paths), off Linux, on a
+machine with a GPU driver (see ``enabled``), with ``SWITCHPOINT_WARM_LAUNCHER=0``, for a light job
+(score, report) when no warm server is ready (waiting for torch's imports would cost it more than
+it saves), and whenever the server cannot start or fork.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 
 ENV_SWITCH = "SWITCHPOINT_WARM_LAUNCHER"  # "0" runs every local job as a plain subprocess
 TORCH_JOBS = frozenset({"train", "infer-local"})  # jobs that import torch: worth waiting for the server
+GPU_DEVICES = ("/dev/nvidiactl", "/dev/kfd")  # NVIDIA's and AMD ROCm's driver devices
 READY_TIMEOUT_S = 600.0  # a server not ready by then is given up (the job starts as a plain process)
 # Variables that change between otherwise equal environments and that no package reads at import.
 VOLATILE_ENV = frozenset({"PYTEST_CURRENT_TEST"})
@@ -46,8 +48,15 @@ __all__ = ["ENV_SWITCH", "TORCH_JOBS", "WarmJob", "enabled", "fork", "launch", "
 
 
 def enabled() -> bool:
-    """Warm launches are on unless switched off, on Linux where a fork server exists."""
+    """Warm launches are on unless switched off, on Linux where a fork server exists, and on CPU machines.
+
+    With a GPU driver present they stay off: a package that asks CUDA for its devices while the server
+    imports it would leave every forked job unable to use CUDA, and a GPU job runs long enough for
+    3 s of imports not to matter.
+    """
     if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if any(os.path.exists(device) for device in GPU_DEVICES):
         return False
     return sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods()
 
@@ -140,6 +149,7 @@ class _Server:
         self.failed: str | None = None
         self.live = 0  # warm jobs still running (the server is never restarted under them)
         self.end_registered = False  # whether _end_server is registered
+        self.generation = 0  # which server the probe's answer is about
 
     def usable_now(self) -> bool:
         return self.env == _environment() and self.ready.is_set() and self.failed is None
@@ -158,9 +168,11 @@ class _Server:
                 stop = getattr(forkserver._forkserver, "_stop", None)
                 if stop is None:
                     return False
+                _end_server()  # at once, even while it still imports (stop then only reaps it)
                 stop()
             self.env, self.failed = env, None
-            self.ready.clear()
+            self.generation += 1
+            self.ready = threading.Event()  # a probe of the old server sets only its own
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(PRELOAD)
             try:
@@ -172,20 +184,25 @@ class _Server:
                 self.failed = f"{type(err).__name__}: {err}"
                 self.ready.set()
                 return False
-            threading.Thread(target=self._probe, args=(context,), name="warm-launcher-probe", daemon=True).start()
+            threading.Thread(target=self._probe, args=(context, self.generation, self.ready),
+                             name="warm-launcher-probe", daemon=True).start()
             return True
 
-    def _probe(self, context: Any) -> None:
+    def _probe(self, context: Any, generation: int, ready: threading.Event) -> None:
+        failed = None
         try:
             probe = context.Process(target=_noop, name="switchpoint-warm-probe")
             probe.start()  # blocks until the server has imported everything and forked
             probe.join()
             if probe.exitcode != 0:
-                self.failed = f"the probe exited with code {probe.exitcode}"
+                failed = f"the probe exited with code {probe.exitcode}"
         except Exception as err:  # noqa: BLE001 - any failure means: run jobs as plain processes
-            self.failed = f"{type(err).__name__}: {err}"
+            failed = f"{type(err).__name__}: {err}"
         finally:
-            self.ready.set()
+            with self.lock:
+                if generation == self.generation:  # not a server replaced meanwhile
+                    self.failed = failed
+            ready.set()
 
     def finished(self) -> None:
         with self.lock:
