@@ -11,10 +11,11 @@ LoRA weights so each changes the outputs) and the same eval set for both sides:
   switchpoint's task YAML and the same prompt texts.
 Both wall times include process start-up. Predictions are compared one to one.
 
-Freeing finished sequences (hf engine): one batch through `model.generate` (static: a finished
-sequence keeps its slot until the batch's longest answer ends) vs the engine's own loop that drops
-finished rows, same process, same batches, alternating, medians; predictions and token counts
-compared. A random model's answers all run to the token limit, so one extra end token is picked
+Freeing finished sequences (hf engine): the same prompts in the same batches through
+`model.generate` (static: a finished sequence keeps its slot until its batch's longest answer ends)
+vs the engine's own loop, dropping finished rows (each batch alone) and also refilling freed slots
+from the queue (the engine's pass); same process, alternating, medians; predictions and token
+counts compared. A random model's answers all run to the token limit, so one extra end token is picked
 from its own free-running output: the token that ends answers closest to halfway on average, which
 spreads the answer lengths from one token to the limit, as real answers are spread.
 
@@ -145,10 +146,8 @@ def uneven_end_token(model, tokenizer, batches: list[list[list[int]]], max_new: 
 
     ends, firsts, answers = modeling.stop_token_ids(model, tokenizer), {}, 0
     for batch in batches:
-        enc = tokenizer.pad({"input_ids": batch}, padding=True, return_tensors="pt").to(model.device)
         with torch.inference_mode():
-            rows = greedy_decode(model, enc["input_ids"], enc["attention_mask"], max_new, ends,
-                                 tokenizer.pad_token_id, lambda *_: False)
+            rows = greedy_decode(model, batch, len(batch), max_new, ends, tokenizer.pad_token_id, lambda *_: False)
         for row in rows:
             for k, token in enumerate(row):
                 firsts.setdefault(token, {}).setdefault(answers, k + 1)
@@ -160,41 +159,52 @@ def uneven_end_token(model, tokenizer, batches: list[list[list[int]]], max_new: 
 
 def freeing_vs_static(model, tokenizer, entry: dict, prompt_ids: list[list[int]], batch_size: int, max_new: int,
                       stops: list[str], repeats: int) -> dict:
-    """hf engine, same batches: ``model.generate`` (static) vs the loop that frees finished rows."""
+    """hf engine, same prompts in the same batches: ``model.generate`` (static) vs the engine's loop,
+    with finished rows only dropped (each batch alone) and with freed slots refilled (the engine's pass)."""
     import statistics
 
     from switchpoint.infer_local import hf_engine
 
     batches = [prompt_ids[b:b + batch_size] for b in range(0, len(prompt_ids), batch_size)]
+    sides = {
+        "static": lambda: [g for batch in batches
+                           for g in hf_engine.generate_batch_static(model, tokenizer, batch, max_new, stops, entry)],
+        "dropping": lambda: [g for batch in batches
+                             for g in hf_engine.generate_batch(model, tokenizer, batch, max_new, stops, entry)],
+        "refilling": lambda: hf_engine.generate_batch(model, tokenizer, prompt_ids, max_new, stops, entry, batch_size),
+    }
     config = getattr(model, "get_base_model", lambda: model)().generation_config
     before = config.eos_token_id
     extra = uneven_end_token(model, tokenizer, batches, max_new)
     config.eos_token_id = [*(before if isinstance(before, list) else [before]), extra]
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    outputs: dict[str, list] = {}
     try:
-        times: dict[str, list[float]] = {"static": [], "freeing": []}
-        outputs: dict[str, list] = {}
-        generate = {"static": hf_engine.generate_batch_static, "freeing": hf_engine.generate_batch}
         for r in range(repeats):
-            for name in (("static", "freeing") if r % 2 == 0 else ("freeing", "static")):
+            for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
                 start = time.perf_counter()
-                outputs[name] = [g for batch in batches for g in generate[name](model, tokenizer, batch, max_new, stops, entry)]
+                outputs[name] = sides[name]()
                 times[name].append(time.perf_counter() - start)
     finally:
         config.eos_token_id = before
-    static_s, freeing_s = statistics.median(times["static"]), statistics.median(times["freeing"])
-    ratio = print_ratio(f"hf engine, {len(prompt_ids)} answers in batches of {batch_size}", "model.generate (static)",
-                        static_s, "freeing loop", freeing_s)
-    lengths = [g.output_tokens for g in outputs["freeing"]]
+    median = {name: statistics.median(t) for name, t in times.items()}
+    what = f"hf engine, {len(prompt_ids)} answers in batches of {batch_size}"
+    print_ratio(what, "model.generate (static)", median["static"], "finished rows dropped", median["dropping"])
+    ratio = print_ratio(what, "model.generate (static)", median["static"], "dropped + slots refilled", median["refilling"])
+    lengths = [g.output_tokens for g in outputs["refilling"]]
     slots = sum(len(batch) * max(g.output_tokens for g in outputs["static"][b:b + len(batch)])
                 for b, batch in zip(range(0, len(prompt_ids), batch_size), batches))
-    same = sum((a.text, a.output_tokens) == (b.text, b.output_tokens) for a, b in zip(outputs["static"], outputs["freeing"]))
+    key = [(g.text, g.output_tokens) for g in outputs["static"]]
+    same = {name: sum(a == (g.text, g.output_tokens) for a, g in zip(key, outputs[name])) for name in ("dropping", "refilling")}
     return {"answers": len(prompt_ids), "batch_size": batch_size, "max_new_tokens": max_new, "repeats": repeats,
             "extra_end_token": extra, "answer_tokens_mean": round(statistics.mean(lengths), 2),
             "answer_tokens_min": min(lengths), "answer_tokens_max": max(lengths),
             "generated_tokens": sum(lengths), "static_token_slots": slots,
-            "static_s": round(static_s, 3), "freeing_s": round(freeing_s, 3), "speedup": round(ratio, 2),
-            "static_s_all": [round(t, 3) for t in times["static"]], "freeing_s_all": [round(t, 3) for t in times["freeing"]],
-            "identical_predictions": same == len(prompt_ids), "agreement": f"{same}/{len(prompt_ids)}"}
+            **{f"{name}_s": round(t, 3) for name, t in median.items()},
+            "speedup": round(ratio, 2), "speedup_dropping_only": round(median["static"] / median["dropping"], 2),
+            **{f"{name}_s_all": [round(t, 3) for t in ts] for name, ts in times.items()},
+            "identical_predictions": all(n == len(key) for n in same.values()),
+            "agreement": {name: f"{n}/{len(key)}" for name, n in same.items()}}
 
 
 def bench_freeing(eval_size: int, batch_size: int, repeats: int) -> dict:

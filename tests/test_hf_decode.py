@@ -100,9 +100,8 @@ def uneven_endings(model, base: modeling.BaseModel, prompts: list[list[int]]) ->
     id, some on the stop string (found by trying tokens and characters of its own free-running output)."""
     import torch
 
-    enc = base.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
     with torch.inference_mode():
-        free = decode.greedy_decode(model, enc["input_ids"], enc["attention_mask"], MAX_NEW, [], 0, lambda *_: False)
+        free = decode.greedy_decode(model, prompts, len(prompts), MAX_NEW, [], 0, lambda *_: False)
     last_text = decode_generation(base.tokenizer, base.entry, free[-1])
     for eos in dict.fromkeys(free[0][2:8]):
         eos_text = decode_generation(base.tokenizer, base.entry, [eos])
@@ -125,13 +124,13 @@ def test_freeing_loop_gives_model_generates_predictions(bases, jsquad_data, name
     prompts = prompt_ids(base, jsquad_data)
     eos, stops = uneven_endings(model, base, prompts)
     with ending_also_on(model, base.tokenizer, eos):
-        for batch_size in (3, 8):
-            for b in range(0, len(prompts), batch_size):
-                batch = prompts[b:b + batch_size]
-                old = hf_engine.generate_batch_static(model, base.tokenizer, batch, MAX_NEW, stops, base.entry)
-                new = hf_engine.generate_batch(model, base.tokenizer, batch, MAX_NEW, stops, base.entry)
-                assert [(g.text, g.input_tokens, g.output_tokens) for g in new] == \
-                       [(g.text, g.input_tokens, g.output_tokens) for g in old]
+        for batch_size in (3, 8):  # 3: freed slots refilled from the queue; 8: one batch, rows only leave
+            old = [g for b in range(0, len(prompts), batch_size) for g in
+                   hf_engine.generate_batch_static(model, base.tokenizer, prompts[b:b + batch_size], MAX_NEW, stops,
+                                                   base.entry)]
+            new = hf_engine.generate_batch(model, base.tokenizer, prompts, MAX_NEW, stops, base.entry, batch_size)
+            assert [(g.text, g.input_tokens, g.output_tokens) for g in new] == \
+                   [(g.text, g.input_tokens, g.output_tokens) for g in old]
 
 
 def test_the_base_path_under_disable_adapter_matches_too(bases, jsquad_data):
@@ -148,18 +147,27 @@ def test_the_base_path_under_disable_adapter_matches_too(bases, jsquad_data):
     assert texts(hf_engine.generate_batch, model) != disabled, "the adapter must change the output"
 
 
-def test_finished_rows_leave_the_batch(bases, jsquad_data):
+def test_finished_rows_leave_the_batch_and_free_slots_are_refilled(bases, jsquad_data):
     base = bases["qwen2.5-1.5b-instruct"]
     prompts = prompt_ids(base, jsquad_data)
     eos, stops = uneven_endings(base.model, base, prompts)
-    forwards: list[int] = []
     with ending_also_on(base.model, base.tokenizer, eos):
-        new = hf_engine.generate_batch(base.model, base.tokenizer, prompts, MAX_NEW, stops, base.entry, forwards.append)
-    lengths = [g.output_tokens for g in new]
-    # One forward pass per generated token of each row: a finished row costs nothing more.
-    assert forwards[0] == len(prompts) and forwards == sorted(forwards, reverse=True)
-    assert sum(forwards) == sum(lengths) and len(forwards) == max(lengths)
-    assert sum(forwards) < len(prompts) * max(lengths), "static batching would have run every row every step"
+        one_batch: list[int] = []
+        new = hf_engine.generate_batch(base.model, base.tokenizer, prompts, MAX_NEW, stops, base.entry,
+                                       on_forward=one_batch.append)
+        lengths = [g.output_tokens for g in new]
+        # One forward row per generated token: a finished row costs nothing more.
+        assert one_batch[0] == len(prompts) and one_batch == sorted(one_batch, reverse=True)
+        assert sum(one_batch) == sum(lengths) and len(one_batch) == max(lengths)
+        assert sum(one_batch) < len(prompts) * max(lengths), "static batching would run every row every step"
+
+        refilled: list[int] = []
+        finished: list[int] = []
+        hf_engine.generate_batch(base.model, base.tokenizer, prompts, MAX_NEW, stops, base.entry, 3,
+                                 on_forward=refilled.append, on_finish=finished.append)
+    batches = [lengths[b:b + 3] for b in range(0, len(prompts), 3)]
+    assert max(refilled) <= 3 and sum(refilled) == sum(lengths) and sorted(finished) == list(range(len(prompts)))
+    assert len(refilled) < sum(max(b) for b in batches), "freed slots must take the next prompts"
 
 
 def test_the_models_own_greedy_settings_still_apply(bases):
@@ -179,3 +187,37 @@ def test_a_generation_setting_that_needs_the_whole_batch_is_refused(bases, monke
     monkeypatch.setattr(model.generation_config, "encoder_repetition_penalty", 1.3)
     with pytest.raises(JobError, match="EncoderRepetitionPenaltyLogitsProcessor.*generation_config.json"):
         decode.greedy_processors(model, torch.tensor([[5, 6, 7]]), [2], 0, 4)
+
+
+def test_a_sliding_window_cache_is_never_padded_so_batches_run_one_after_another(jsquad_data):
+    """A sliding-window layer keeps only its last tokens, so rows cannot join it padded: each of
+    generate's batches runs alone (finished rows still leave), with generate's tokens."""
+    import torch
+    from switchpoint.core.tiny import train_tokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    texts = [f"{ex['context']}{ex['question']}" for ex in read_eval_set(jsquad_data)]
+    tokenizer = train_tokenizer(texts, 1024)
+    tokenizer.padding_side = "left"
+    config = AutoConfig.for_model("mistral", vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, intermediate_size=64, sliding_window=12,
+                                  bos_token_id=0, eos_token_id=0, pad_token_id=1)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():  # larger layer weights than the random init: answers that differ
+        for name, param in model.named_parameters():
+            if ".layers." in name and param.dim() == 2:
+                param.mul_(5)
+    prompts = sorted((tokenizer(t, add_special_tokens=False)["input_ids"][: 5 + 9 * i] for i, t in enumerate(texts[:9])),
+                     key=len, reverse=True)
+    with torch.inference_mode():
+        free = decode.greedy_decode(model, prompts, len(prompts), MAX_NEW, [], 1, lambda *_: False)
+    model.generation_config.eos_token_id = [0, free[1][3], free[5][6]]  # two answers end early
+    old = [g for b in range(0, 9, 3) for g in hf_engine.generate_batch_static(model, tokenizer, prompts[b:b + 3], MAX_NEW,
+                                                                               [], {})]
+    forwards: list[int] = []
+    new = hf_engine.generate_batch(model, tokenizer, prompts, MAX_NEW, [], {}, 3, on_forward=forwards.append)
+    assert [(g.text, g.output_tokens) for g in new] == [(g.text, g.output_tokens) for g in old]
+    lengths = [g.output_tokens for g in new]
+    assert min(lengths) < MAX_NEW and sum(forwards) == sum(lengths)
+    assert len(forwards) == sum(max(lengths[b:b + 3]) for b in range(0, 9, 3)), "no batch may join a running one"

@@ -2,7 +2,8 @@
 
 Greedy decoding, left padding, batches sorted longest prompt first (lm-eval's order, so both engines
 batch alike and an out-of-memory error shows on the first batch); a finished sequence leaves its
-batch at once (``decode.greedy_decode``), with ``model.generate``'s tokens. A sequence stops once its answer
+batch at once and freed slots are refilled from the queue (``decode.greedy_decode``), with
+``model.generate``'s tokens. A sequence stops once its answer
 (leading whitespace skipped) holds a stop string; the test looks only at the newest tokens, so a
 step costs the same however long the answer already is.
 """
@@ -88,19 +89,23 @@ def stop_criterion(watch: StopWatch, prompt_len: int):
 
 
 def generate_batch(model: Any, tokenizer: Any, prompt_ids: list[list[int]], max_new_tokens: int, stops: list[str],
-                   entry: dict | None = None, on_forward: Callable[[int], None] | None = None) -> list[Generation]:
-    """Greedy generation from prompt ids (``prompts.encode_prompt``: the card's BOS, never an EOS),
-    left-padded into one batch, each sequence leaving the batch once finished (``decode.greedy_decode``);
-    text decoded as ``prompts.decode_generation`` (no special tokens)."""
+                   entry: dict | None = None, batch_size: int | None = None,
+                   on_forward: Callable[[int], None] | None = None,
+                   on_finish: Callable[[int], None] | None = None) -> list[Generation]:
+    """Greedy generation from prompt ids (``prompts.encode_prompt``: the card's BOS, never an EOS) in
+    ``generate``'s left-padded batches of ``batch_size`` (default: one batch), a finished sequence's
+    slot freed at once and refilled from the queue (``decode.greedy_decode``); text decoded as
+    ``prompts.decode_generation`` (no special tokens). Latency: the call's time, split evenly."""
     import torch
 
+    if not prompt_ids:
+        return []
     start = time.perf_counter()
-    enc = tokenizer.pad({"input_ids": prompt_ids}, padding=True, return_tensors="pt").to(model.device)
     watch = StopWatch(tokenizer, stops, entry)
     ends = modeling.stop_token_ids(model, tokenizer)
     with torch.inference_mode():
-        out = greedy_decode(model, enc["input_ids"], enc["attention_mask"], max_new_tokens, ends,
-                            tokenizer.pad_token_id, watch.update, on_forward)
+        out = greedy_decode(model, prompt_ids, batch_size or len(prompt_ids), max_new_tokens, ends,
+                            tokenizer.pad_token_id, watch.update, on_forward, on_finish)
     return _generations(tokenizer, entry, prompt_ids, out, ends, watch, start)
 
 
@@ -150,12 +155,10 @@ def run_hf(base: modeling.BaseModel, passes: list[Pass], adapters_dir: Path, bat
         order = length_order(p.prompt_ids, p.prompts)
         generations: list[Generation | None] = [None] * len(p.prompts)
         with context, progress(p) as bar:
-            for b in range(0, len(order), batch_size):
-                idx = order[b:b + batch_size]
-                batch = [p.prompt_ids[i] for i in idx]
-                for i, gen in zip(idx, generate_batch(model, tokenizer, batch, max_new_tokens, stops, base.entry)):
-                    generations[i] = gen
-                bar.update(len(idx))
+            ordered = generate_batch(model, tokenizer, [p.prompt_ids[i] for i in order], max_new_tokens, stops,
+                                     base.entry, batch_size, on_finish=lambda _: bar.update(1))
+        for i, gen in zip(order, ordered):
+            generations[i] = gen
         stats.pass_wall_s[index] = time.perf_counter() - start
         results[index] = generations  # type: ignore[assignment]
     return results
