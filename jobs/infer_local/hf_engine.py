@@ -129,7 +129,7 @@ def generate_batch_static(model: Any, tokenizer: Any, prompt_ids: list[list[int]
 
 def _generations(tokenizer: Any, entry: dict | None, prompt_ids: list[list[int]], new_ids: list[list[int]],
                  ends: list[int], watch: StopWatch, start: float) -> list[Generation]:
-    latency = (time.perf_counter() - start) / len(prompt_ids)  # a batch's time, split evenly (documented)
+    latency = (time.perf_counter() - start) / len(prompt_ids)  # the call's time (a whole pass), split evenly
     results = []
     for i, ids in enumerate(new_ids):
         used = next((k + 1 for k, t in enumerate(ids) if t in ends), len(ids))
