@@ -72,6 +72,20 @@ def test_a_packed_step_has_the_gradient_of_the_padded_step(jsquad_data, model):
     assert any(float(g.abs().max()) > 0 for g in padded.values())
 
 
+@pytest.mark.parametrize("family", ["GPTNeoXConfig", "LlamaConfig", "Qwen2Config"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_transformers_keeps_packed_boundaries_for_the_study_families(family, attention):
+    import torch
+    import transformers
+
+    config = getattr(transformers, family)(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                           num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attention)
+    assert model.config._attn_implementation == attention
+    assert packing.leak(model, "cpu", 300) < 1e-4
+
+
 def test_packing_is_refused_on_a_model_whose_attention_crosses_example_boundaries(jsquad_data):
     import torch
 

@@ -48,7 +48,9 @@ class Settings(JobSettings):
     group_by_length: bool = Field(True, description="true/false: batch examples of similar length together (less "
                                                     "padding; each epoch still sees every example once).")
     packing: bool = Field(False, description="true/false: concatenate each micro-batch's examples into one row "
-                                             "without padding, attention kept within each example (position_ids).")
+                                             "without padding, attention kept within each example (position_ids); "
+                                             "off by default: with sdpa's block mask a row's attention grows with its "
+                                             "whole length (0.74x the speed of padded batches on the tiny CPU models).")
     threads: int | None = Field(None, ge=1, description="torch CPU threads [default: the cores this process may "
                                                         "run on, os.sched_getaffinity].")
 
