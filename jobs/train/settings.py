@@ -50,7 +50,7 @@ class Settings(JobSettings):
     packing: bool = Field(False, description="true/false: concatenate each micro-batch's examples into one row "
                                              "without padding, attention kept within each example (position_ids); "
                                              "off by default: with sdpa's block mask a row's attention grows with its "
-                                             "whole length (0.74x the speed of padded batches on the tiny CPU models).")
+                                             "whole length (slower than grouped batches on the tiny CPU models, bench/bench_train.py).")
     threads: int | None = Field(None, ge=1, description="torch CPU threads [default: the cores this process may "
                                                         "run on, os.sched_getaffinity].")
 
