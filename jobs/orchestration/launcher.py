@@ -83,6 +83,8 @@ def _run_job(argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr
     for fd, target in ((stdout, 1), (stderr, 2)):
         os.dup2(fd, target)
         os.close(fd)
+    if hasattr(sys.stdout, "reconfigure"):  # line-buffered on a terminal, as Python sets up a process
+        sys.stdout.reconfigure(line_buffering=os.isatty(1))
     # The server started with this environment (launch checks it); what its imports added stays, as it
     # would in a process that imported them; the runner's values are set again all the same.
     os.environ.update(env)
