@@ -127,6 +127,27 @@ def test_a_warm_job_runs_in_the_runners_working_folder(ready_server, tmp_path, m
     assert (tmp_path / "relative-root" / "output" / "failure").read_text(encoding="utf-8").startswith("score: ")
 
 
+def _state(pid: int) -> str:
+    """A process's state letter from /proc (Z: a zombie, already dead), or "gone"."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return "gone"
+    return next(line.split()[1] for line in status.splitlines() if line.startswith("State:"))
+
+
+def test_a_runner_that_ends_while_the_server_still_imports_takes_the_server_with_it():
+    """Else the server would hold the runner's stdout/stderr for seconds (a pipe reading them would wait)."""
+    script = ("from multiprocessing import forkserver\n"
+              "from switchpoint.orchestration import launcher\n"
+              "assert launcher.warm_up(['train'])\n"
+              "print(forkserver._forkserver._forkserver_pid, flush=True)\n")  # and exit at once, mid-import
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) as proc:
+        server = int(proc.stdout.readline())
+        assert proc.wait(timeout=120) == 0  # the runner has exited; its stdout is not read to the end
+        assert _state(server) == "gone"
+
+
 def _report_environment(name: str, out: int) -> None:
     """Writes what the server's environment (not the runner's, passed later by _run_job) holds for ``name``."""
     os.write(out, os.environ.get(name, "<unset>").encode())

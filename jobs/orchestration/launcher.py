@@ -170,7 +170,7 @@ class _Server:
                 stop = getattr(forkserver._forkserver, "_stop", None)
                 if stop is None:
                     return False
-                _end_server()  # at once, even while it still imports (stop then only reaps it)
+                _end_server(reap=False)  # at once, even while it still imports (stop then reaps it)
                 stop()
             self.env, self.failed = env, None
             self.generation += 1
@@ -211,7 +211,7 @@ class _Server:
             self.live = max(0, self.live - 1)
 
 
-def _end_server() -> None:
+def _end_server(reap: bool = True) -> None:
     """At the runner's exit: end the server now. Left alone it would finish its imports first and then
     tear torch down, holding the runner's stdout and stderr meanwhile (a pipe reading them waits)."""
     from multiprocessing import forkserver
@@ -220,7 +220,9 @@ def _end_server() -> None:
     if pid:
         try:
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
+            if reap:  # gone before this process is (a restart leaves the reaping to forkserver's _stop)
+                os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
             pass
 
 
