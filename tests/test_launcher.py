@@ -167,3 +167,16 @@ def test_a_torch_job_after_an_environment_change_gets_a_server_started_with_it(r
         assert job.wait(timeout=60) == 0 and os.read(read, 100) == b"changed"
     finally:
         os.close(read)
+
+
+def test_a_server_that_cannot_start_leaves_jobs_to_plain_processes_and_says_so(monkeypatch, tmp_path, capfd):
+    (tmp_path / "broken_for_the_launcher_test.py").write_text("raise RuntimeError('broken on purpose')\n")
+    # The server imports with its environment's path; a new environment also means a new server.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setattr(launcher, "PRELOAD", ["broken_for_the_launcher_test"])
+    proc = launcher.launch(switchpoint("train", "--help"))
+    assert isinstance(proc, subprocess.Popen) and proc.wait(timeout=120) == 0
+    err = capfd.readouterr().err
+    assert err.count("the warm launcher is not available") == 1 and "local jobs run as plain processes" in err
+    assert isinstance(launcher.launch(switchpoint("train", "--help")), subprocess.Popen)  # told once
+    assert "warm launcher" not in capfd.readouterr().err

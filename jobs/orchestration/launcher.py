@@ -152,6 +152,7 @@ class _Server:
         self.live = 0  # warm jobs still running (the server is never restarted under them)
         self.end_registered = False  # whether _end_server is registered
         self.generation = 0  # which server the probe's answer is about
+        self.reported: str | None = None  # the failure last told to the user
 
     def usable_now(self) -> bool:
         return self.env == _environment() and self.ready.is_set() and self.failed is None
@@ -280,9 +281,20 @@ def launch(cmd: list[str]) -> subprocess.Popen | WarmJob:
     """Start ``cmd`` (``python -m switchpoint <job> ...``) forked from the warm server, else as ``subprocess.Popen``."""
     is_job = len(cmd) > 3 and cmd[:3] == [sys.executable, "-m", "switchpoint"]
     if not is_job or not _warm_ready(cmd[3]):
+        _say_why_cold()
         return subprocess.Popen(cmd)
     try:
         return fork(_run_job, (cmd[3:], dict(os.environ), os.getcwd(), _InheritedFd(1), _InheritedFd(2)), cmd)
     except Exception as err:  # noqa: BLE001 - the server went away: this job runs as a plain process
         _SERVER.failed = f"the server could not fork a job ({type(err).__name__}: {err})"
+        _say_why_cold()
         return subprocess.Popen(cmd)
+
+
+def _say_why_cold() -> None:
+    """Once per failure: the jobs still run, each paying its own imports, and the user learns why."""
+    failed = _SERVER.failed
+    if failed and failed != _SERVER.reported:
+        _SERVER.reported = failed
+        print(f"note: the warm launcher is not available ({failed}); local jobs run as plain processes "
+              f"(set {ENV_SWITCH}=0 to say so)", file=sys.stderr)
