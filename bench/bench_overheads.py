@@ -11,8 +11,8 @@
    < 10 s on a quiet 2-core machine, with the per-step seconds the runs recorded (medians).
 
 Medians of REPEATS paired runs (SWEEP_REPEATS for the sweeps, in alternating order); the load
-average is printed, since the machine may be shared. Run: .venv/bin/python bench/bench_overheads.py (writes
-bench/results/overheads.json).
+average is printed, since the machine may be shared.
+Run: .venv/bin/python bench/bench_overheads.py (writes bench/results/overheads.json).
 """
 
 from __future__ import annotations
