@@ -139,6 +139,15 @@ def test_a_model_too_big_for_the_gpu_gets_a_fix_before_anything_runs(tmp_path):
     assert not any("GiB" in p for p in _problems(_sweep(tmp_path, four_bit)))
 
 
+@pytest.mark.parametrize("revision, said", [("0123456789abcdef0123456789abcdef01234567", False), ("main", True),
+                                             ("v1.0", True)])
+def test_a_hub_model_on_a_branch_is_named_by_plan_and_a_commit_is_not(tmp_path, revision, said):
+    text = BIG_OWN_MODEL.replace("0123456789abcdef0123456789abcdef01234567", revision)
+    _, found = check_sweep(_sweep(tmp_path, text), manifests.load_task("jsquad"), check=lambda host: True)
+    notices = [n for n in found.notices if "my-13b: revision" in n]
+    assert bool(notices) == said and all("not a commit" in n and repr(revision) in n for n in notices)
+
+
 def test_cost_above_max_usd_stops_plan_and_a_missing_budget_defaults_from_the_estimate(tmp_path):
     text = SMALL.replace("models: [tiny-gpt-neox]", "models: [tiny-gpt-neox]\napi_models: [claude-haiku-4.5]")
     capped = _sweep(tmp_path, text + "fewshot_api: {shots: [0, 2], max_usd: 0.0001}\n")

@@ -151,6 +151,9 @@ def model_sources(sweep: dict, backend: str, found: Any) -> None:
     for model, entry in model_entries(sweep).items():
         if entry["source"] == "hub" and not entry.get("revision"):
             found.notice(f"{model}: no revision pinned; the Hub's latest files will be used")
+        elif entry["source"] == "hub" and not re.fullmatch(r"[0-9a-f]{40}", str(entry["revision"])):
+            found.notice(f"{model}: revision {entry['revision']!r} is a branch or tag, not a commit: the Hub's files "
+                         "may change between runs of this sweep; pin a 40-character commit sha")
         if entry["source"] != "local":
             continue
         if backend != "local":
