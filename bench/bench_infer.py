@@ -135,6 +135,9 @@ def bench_tiny(eval_size: int, batch_size: int) -> dict:
         "speedup": round(lm_eval_s / job_s, 2), "identical_predictions": agree == total,
         "agreement": f"{agree}/{total}",
     }
+    print_ratio(f"infer-local, {figures['adapters']} adapters x {eval_size} JSQuAD examples",
+                "lm-eval once per adapter (the study's method)", lm_eval_s, "this job (hf, one base load)", job_s,
+                target=">= 5x, identical predictions")
     return figures
 
 
@@ -298,6 +301,8 @@ def bench_gpu(config_name: str, eval_size: int, batch_size: int, repeats: int) -
         same = sum(outputs["hf"][k] == outputs["vllm"].get(k) for k in outputs["hf"])
         figures["agreement_rate"] = round(same / len(outputs["hf"]), 4)
         figures["vllm_speedup"] = round(figures["vllm"]["examples_per_s"] / figures["hf"]["examples_per_s"], 2)
+        print_ratio(f"infer-local on {figures['gpu']}, {config_name}, {len(sizes)} adapters x {eval_size} examples",
+                    "hf engine", figures["hf"]["wall_s"], "vLLM", figures["vllm"]["wall_s"])
     return figures
 
 

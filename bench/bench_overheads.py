@@ -166,9 +166,10 @@ if __name__ == "__main__":
     res = main()
     s, t, w = res["stop_strings"], res["threads"], res["smoke_jsquad_sweep"]
     print(f"load average {res['load_average_1min']}; medians of {REPEATS} paired runs")
-    print(f"stop strings: whole answer {s['whole_answer_s']} s -> incremental {s['incremental_s']} s ({s['speedup']}x)")
-    print(f"torch threads: default ({t['default_threads']}) {t['default_s']} s -> 1 thread {t['one_thread_s']} s "
-          f"({t['speedup_of_one_thread']}x)")
+    print_ratio("hf engine stop strings, 8 XL-Sum prompts x 256 tokens", "whole answer decoded every step (v0.1)",
+                s["whole_answer_s"], "newest tokens only", s["incremental_s"])
+    print_ratio("torch threads, one generation batch", f"torch's default ({t['default_threads']} threads)",
+                t["default_s"], "1 thread", t["one_thread_s"])
     print(f"smoke JSQuAD sweep: load {w['loadavg_before']} (before) / {w['loadavg_after']} (after); "
           f"medians of {w['repeats']} paired sweeps")
     print_ratio("smoke JSQuAD sweep (local runner)", "plain subprocess per job", w["plain_subprocess_wall_s"],
