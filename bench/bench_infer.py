@@ -295,7 +295,8 @@ def bench_gpu(config_name: str, eval_size: int, batch_size: int, repeats: int) -
             metrics = infer(InferSettings(model=entry["name"], sizes=[0, *sizes], seeds=seeds, engine=engine,
                                           batch_size=batch_size), data, adapters, tmp / engine, model_entry_override=entry)
             figures[engine] = {k: metrics[k] for k in ("wall_s", "examples", "examples_per_s", "generated_tokens_per_s",
-                                                       "base_model_loads", "peak_memory_bytes")}
+                                                       "base_model_loads", "adapter_switches", "adapter_switch_s",
+                                                       "peak_memory_bytes")}
             outputs[engine] = {(n, r["id"]): r["prediction"] for n in [0, *sizes]
                                for r in read_predictions(tmp / engine / Arm("finetune", entry["name"], n, 0).filename)}
         same = sum(outputs["hf"][k] == outputs["vllm"].get(k) for k in outputs["hf"])

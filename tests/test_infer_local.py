@@ -56,6 +56,7 @@ def test_one_base_load_serves_the_base_model_and_every_adapter(jsquad_data, adap
 
     assert modeling.BASE_MODEL_LOADS - loads == 1
     assert metrics["base_model_loads"] == 1 and metrics["adapter_switches"] == 6
+    assert 0 < metrics["adapter_switch_s"] < metrics["wall_s"]  # the switch cost, apart from generation
     # data.json's sizes 0,2,4,8 and seeds 0,1: the base's generation is shared by both seeds' N=0 files.
     assert metrics["passes"] == 7 and metrics["examples"] == 7 * 12
     eval_set = read_eval_set(jsquad_data)

@@ -173,6 +173,7 @@ def _model_for(p: Pass, base: modeling.BaseModel, adapters_dir: Path, state: dic
         if peft_model is None:
             return base.model, nullcontext()
         return peft_model, peft_model.disable_adapter()
+    switch_started = time.perf_counter()
     name = f"seed{p.adapter[0]}_n{p.adapter[1]}"
     where = str(adapter_dir(adapters_dir, *p.adapter))
     if peft_model is None:
@@ -184,4 +185,5 @@ def _model_for(p: Pass, base: modeling.BaseModel, adapters_dir: Path, state: dic
         peft_model.delete_adapter(state["active"])  # keep one adapter in memory at a time
     state["active"] = name
     stats.adapter_switches += 1
+    stats.adapter_switch_s += time.perf_counter() - switch_started
     return peft_model, nullcontext()

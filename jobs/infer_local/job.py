@@ -199,6 +199,7 @@ def job_metrics(job: Plan, settings: Settings, base: modeling.BaseModel, results
         "examples_per_s": round(len(generated) / wall, 3) if wall > 0 else None,
         "generated_tokens": out_tokens, "generated_tokens_per_s": round(out_tokens / wall, 3) if wall > 0 else None,
         "base_model_loads": stats.base_model_loads, "adapter_switches": stats.adapter_switches,
+        "adapter_switch_s": round(stats.adapter_switch_s, 3) if job.engine == "hf" else None,
         "peak_memory_bytes": modeling.peak_memory_bytes(base.device),
         "truncated_prompts": sum(p.truncated for p in job.passes if not p.skipped),
         "passes": len([p for p in job.passes if not p.skipped]), "arms": arm_rows,

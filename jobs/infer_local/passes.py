@@ -51,6 +51,7 @@ class Generation:
 class EngineStats:
     base_model_loads: int = 0
     adapter_switches: int = 0
+    adapter_switch_s: float = 0.0  # time spent loading and switching adapters (hf engine; others: inside passes)
     pass_wall_s: dict[int, float] = field(default_factory=dict)
 
 
