@@ -19,6 +19,9 @@ counts compared. A random model's answers all run to the token limit, so one ext
 from its own free-running output: the token that ends answers closest to halfway on average, which
 spreads the answer lengths from one token to the limit, as real answers are spread.
 
+lm-eval's task index: every built-in task indexed once per pass (v0.1) vs switchpoint's own task
+YAMLs indexed once per job (the engine now).
+
 GPU: a model with the shape of a real architecture (weights random: speed needs no trained weights,
 and the GPU machine may have no Hub access), 4 random adapters, `--engine vllm` vs `--engine hf`;
 examples/s of each and the agreement rate of their predictions, with the GPU's name, and the
@@ -307,6 +310,25 @@ def bench_gpu(config_name: str, eval_size: int, batch_size: int, repeats: int) -
     return figures
 
 
+def bench_task_index(passes: int = 2) -> dict:
+    """lm-eval's task index: built with every built-in task once per pass (v0.1) vs once per job over
+    switchpoint's own task YAMLs only (the engine now); same process, one after the other."""
+    from lm_eval.tasks import TaskManager
+    from switchpoint.infer_local.lm_eval_engine import TASKS_DIR
+
+    start = time.perf_counter()
+    for _ in range(passes):
+        TaskManager(include_path=str(TASKS_DIR))  # v0.1: the built-in tasks indexed again for each pass
+    before = time.perf_counter() - start
+    start = time.perf_counter()
+    TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+    after = time.perf_counter() - start
+    print_ratio(f"lm-eval task index for {passes} passes", "built-in tasks indexed per pass (v0.1)", before,
+                "own tasks indexed once per job", after)
+    return {"passes": passes, "per_pass_with_defaults_s": round(before, 3), "once_own_tasks_s": round(after, 3),
+            "speedup": round(before / after, 1) if after > 0 else None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu-config", choices=sorted(GPU_CONFIGS), default=None)
@@ -323,6 +345,7 @@ def main() -> None:
     else:
         results["freeing"] = bench_freeing(args.freeing_examples, args.batch_size or 8, args.repeats)
         if not args.freeing_only:
+            results["task_index"] = bench_task_index()
             results["tiny"] = bench_tiny(args.eval_size or 24, args.batch_size or 8)
     for section, figures in results.items():
         save(section, figures)
