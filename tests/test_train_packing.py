@@ -139,16 +139,27 @@ def test_length_grouping_is_the_default_and_cuts_the_padding_of_bundled_jsquad(j
     assert loop.padded_fraction(lengths, grouped_schedule, 4, group_by_length=True, packing=True) == 0.0
 
 
+def test_length_grouping_gives_a_small_n_new_batches_every_epoch():
+    # N=16 (one group per epoch) with lengths spread like JSQuAD's prompts (about 150-260 tokens)
+    lengths = [212, 187, 240, 163, 229, 198, 251, 176, 205, 233, 158, 219, 192, 247, 171, 226]
+    schedule = loop.batch_schedule(16, 3 * 4, 4, seed=0, lengths=lengths)
+    epochs = [{tuple(sorted(b)) for b in schedule[e * 4:(e + 1) * 4]} for e in range(3)]
+    assert all(sorted(i for b in e for i in b) == list(range(16)) for e in epochs)  # each example once per epoch
+    assert len(epochs[0] & epochs[1]) + len(epochs[0] & epochs[2]) <= 4  # sorted alone repeats all 8
+    sorted_only = loop.padded_fraction(lengths, schedule, 4, group_by_length=True)
+    assert sorted_only < loop.padded_fraction(lengths, loop.batch_schedule(16, 12, 4, seed=0), 4, group_by_length=False)
+
+
 # --- gradient checkpointing: auto --------------------------------------------------------------------
 def test_the_memory_estimate_adds_weights_lora_states_and_activations():
     shape = memory.Shape(weight_bytes=1000, hidden=10, intermediate=20, layers=2, heads=2, vocab=100)
     found = memory.estimate(shape, trainable=5, tokens=3, seq_len=4, activation_bytes=2)
-    # per layer and token 10*10 + 3*20 = 160 values of 2 bytes; logits 2 * 100 fp32 values per token
+    # per layer and token 10*10 + 3*20 = 160 values of 2 bytes; logits 14 bytes per vocabulary entry
     assert (found.weights, found.lora_states) == (1000, 5 * 16)
-    assert found.activations == 3 * (2 * 160 * 2 + 800)
-    assert found.activations_checkpointed == 3 * (2 * 10 * 2 + 160 * 2 + 800)  # layer inputs + one layer
+    assert found.activations == 3 * (2 * 160 * 2 + 1400)
+    assert found.activations_checkpointed == 3 * (2 * 10 * 2 + 160 * 2 + 1400)  # layer inputs + one layer
     eager = memory.estimate(shape, trainable=5, tokens=3, seq_len=4, activation_bytes=2, eager_attention=True)
-    assert eager.activations == 3 * (2 * (160 + 2 * 4) * 2 + 800)  # + the score matrix per head
+    assert eager.activations == 3 * (2 * (160 + 3 * 2 * 4) * 2 + 1400)  # + three copies of the scores per head
 
 
 def test_auto_checkpointing_turns_on_only_when_the_estimate_exceeds_the_gpu():

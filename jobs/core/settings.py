@@ -160,13 +160,16 @@ def _metavar(field: FieldInfo) -> str:
     annotation = field.annotation
     if _is_list(annotation):
         return "A,B,..."
-    if _is_bool(annotation):
-        return "true|false"
     if typing.get_origin(annotation) is typing.Literal or any(typing.get_origin(a) is typing.Literal
                                                             for a in typing.get_args(annotation)):
         literal = annotation if typing.get_origin(annotation) is typing.Literal else next(
             a for a in typing.get_args(annotation) if typing.get_origin(a) is typing.Literal)
-        return "[" + "|".join(map(str, typing.get_args(literal))) + "]"
+        words = list(map(str, typing.get_args(literal)))
+        if _is_bool(annotation):  # a word or a boolean (gradient_checkpointing: auto|true|false)
+            words += ["true", "false"]
+        return "[" + "|".join(words) + "]"
+    if _is_bool(annotation):
+        return "true|false"
     args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
     return {int: "INTEGER", float: "NUMBER"}.get(args[0], "TEXT")
 

@@ -9,7 +9,7 @@ rows (continuous batching), so a pass costs about its answers' total length, not
 Everything else is ``generate``'s greedy search, so the tokens are the same: position ids from the
 left-padded mask, a prefill's mask dropped when none of its rows is padded, ``logits_to_keep=1``, the
 logits processors the model's own generation config asks for (Qwen2.5's repetition penalty; each row
-seen as ``generate`` would see it in its batch), argmax, the same stop rules; and each row comes back
+seen as ``generate`` would see it in its batch, its left padding ignored by the penalty as there), argmax, the same stop rules; and each row comes back
 as ``generate`` returns it (padded to its batch's longest answer). Rows joining with other padding is
 exact in arithmetic (padding is masked) and gave identical tokens on CPU in every test; on a GPU,
 bf16 kernels may round a row differently in another batch shape, as they do across ``generate``'s
@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 from switchpoint.core.contract import JobError
 
-# Logits processors that look at one row at a time (no per-batch state), so dropping rows keeps them exact.
+# Logits processors that look at one row at a time, so dropping rows keeps them exact (the repetition
+# penalty's one per-batch value, each row's padding, is set per row in ``greedy_decode``).
 ROW_WISE_PROCESSORS = {
     "RepetitionPenaltyLogitsProcessor", "NoRepeatNGramLogitsProcessor", "NoBadWordsLogitsProcessor",
     "SequenceBiasLogitsProcessor", "MinLengthLogitsProcessor", "MinNewTokensLengthLogitsProcessor",
@@ -167,7 +168,13 @@ def greedy_decode(model: Any, prompts: list[list[int]], batch_size: int, max_new
         scores = []
         for k, i in enumerate(rows):
             b = i // batch_size
-            as_generate = [pad_id] * (widths[b] - len(prompts[i])) + prompts[i] + new[i]
+            padding = widths[b] - len(prompts[i])
+            for processor in rowwise[b]:
+                # generate tells the repetition penalty each row's left padding (prompt_ignore_length
+                # from the attention mask), so pad ids are never penalised: the same, one row at a time.
+                if hasattr(processor, "prompt_ignore_length"):
+                    processor.prompt_ignore_length = padding
+            as_generate = [pad_id] * padding + prompts[i] + new[i]
             scores.append(rowwise[b](torch.tensor([as_generate], device=logits.device), logits[k:k + 1]))
         return torch.argmax(torch.cat(scores), dim=-1)
 
@@ -185,7 +192,7 @@ def greedy_decode(model: Any, prompts: list[list[int]], batch_size: int, max_new
         for k, (i, token) in enumerate(zip(pool.rows, tokens.tolist())):
             new[i].append(token)
             stopped = should_stop(i, new[i])  # asked even at an end token, as generate's criteria are
-            if not (token in ends or stopped or len(new[i]) == max_new_tokens):
+            if not (token in ends or stopped or len(new[i]) >= max_new_tokens):
                 keep.append(k)
             elif on_finish:
                 on_finish(i)

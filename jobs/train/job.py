@@ -78,7 +78,7 @@ def plan(settings: Settings, data_dir: Path) -> tuple[dict, Settings, dict[tuple
     return entry, resolved, sets
 
 
-def load(entry: dict, settings: Settings, data_dir: Path) -> tuple[Any, modeling.BaseModel]:
+def load(entry: dict, settings: Settings, data_dir: Path) -> tuple[Any, modeling.BaseModel, Settings]:
     """(accelerator, base model prepared for training, settings with gradient checkpointing decided).
 
     The Accelerator first: under torchrun it pins this process to its own GPU, so the base loads
@@ -102,16 +102,19 @@ def load(entry: dict, settings: Settings, data_dir: Path) -> tuple[Any, modeling
         from peft.utils.other import fsdp_auto_wrap_policy
 
         accelerator.state.fsdp_plugin.auto_wrap_policy = fsdp_auto_wrap_policy(base.model)
+    if settings.load_in_4bit or settings.load_in_8bit:
+        from peft import prepare_model_for_kbit_training
+
+        # Before the estimate: it casts the non-quantised weights (embeddings, head, norms) to fp32.
+        base.model = prepare_model_for_kbit_training(base.model, use_gradient_checkpointing=False)
     settings = settings.model_copy(update={"gradient_checkpointing": checkpointing(settings, base, accelerator, fsdp)})
     if settings.packing:
         packing.check_boundaries(base.model, base.device, base.model.get_input_embeddings().weight.shape[0],
                                  entry["name"])
-    if settings.load_in_4bit or settings.load_in_8bit:
-        from peft import prepare_model_for_kbit_training
-
-        base.model = prepare_model_for_kbit_training(base.model,
-                                                     use_gradient_checkpointing=settings.gradient_checkpointing)
-    elif settings.gradient_checkpointing:
+    if settings.gradient_checkpointing:
+        if not getattr(base.model, "supports_gradient_checkpointing", False):
+            raise JobError(f"model {entry['name']}: {type(base.model).__name__} does not support gradient "
+                           "checkpointing; set gradient_checkpointing: false, or a smaller micro_batch_size/cutoff_len")
         base.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     base.model.config.use_cache = False
     return accelerator, base, settings
@@ -126,7 +129,8 @@ def checkpointing(settings: Settings, base: modeling.BaseModel, accelerator: Any
         targets = list(base.entry["lora_target_modules"])
         found = memory.estimate(memory.model_shape(base.model, accelerator.num_processes if fsdp else 1),
                                 memory.lora_params(base.model, targets, settings.lora_r),
-                                settings.micro_batch * settings.cutoff_len, settings.cutoff_len,
+                                settings.micro_batch * settings.cutoff_len,
+                                settings.micro_batch * settings.cutoff_len if settings.packing else settings.cutoff_len,
                                 2 if accelerator.mixed_precision in ("bf16", "fp16") else 4,
                                 getattr(base.model.config, "_attn_implementation", None) == "eager")
     on, reason = memory.decide(settings.gradient_checkpointing, found, memory.device_memory(device),

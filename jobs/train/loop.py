@@ -77,6 +77,11 @@ def collate(encoded: list[dict], pad_id: int):
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+# Grouping's random spread of lengths: 0.25 keeps most of the padding saved (JSQuAD N=256 at batch 4:
+# 27.6 % padded plain, 3.8 % sorted, 7.5 % with it) while N=16 meets new neighbours every epoch.
+LENGTH_JITTER = 0.25
+
+
 def batch_schedule(n: int, steps: int, batch_size: int, seed: int,
                    lengths: list[int] | None = None) -> list[list[int]]:
     """Example indices of every optimiser step: a fresh seeded shuffle per epoch, cycled until ``steps``.
@@ -84,7 +89,9 @@ def batch_schedule(n: int, steps: int, batch_size: int, seed: int,
     With ``lengths`` (group by length), each epoch's shuffled order is cut into groups of 16
     batches, each group sorted by length before it is cut into batches, and the batches shuffled:
     examples of similar length share a batch (less padding), every example is still seen once per
-    epoch, and the batch order stays random.
+    epoch, and the batch order stays random. The sort key is each length times a fresh random
+    factor in [1, 1 + LENGTH_JITTER) per epoch: without it a small N (one group per epoch) would get
+    the very same batches every epoch, always the same neighbours and the same short leftover batch.
     """
     import torch
 
@@ -95,10 +102,11 @@ def batch_schedule(n: int, steps: int, batch_size: int, seed: int,
         if lengths is None:
             batches.extend(order[i: i + batch_size] for i in range(0, n, batch_size))
             continue
+        jitter = torch.rand(n, generator=generator).tolist()
         group = 16 * batch_size
         epoch = []
         for g in range(0, n, group):
-            ranked = sorted(order[g: g + group], key=lambda i: -lengths[i])
+            ranked = sorted(order[g: g + group], key=lambda i: -lengths[i] * (1 + LENGTH_JITTER * jitter[i]))
             epoch.extend(ranked[i: i + batch_size] for i in range(0, len(ranked), batch_size))
         batches.extend(epoch[i] for i in torch.randperm(len(epoch), generator=generator).tolist())
     return batches[:steps]
@@ -221,7 +229,7 @@ def train_adapter(accelerator: Any, base: modeling.BaseModel, task: dict, exampl
         "padding_fraction": round(1 - trained_tokens / slots, 4) if slots else None,
         **performance(base, world, wall_s, trained_tokens, trainable, frozen), "loss_curve": loss_curve,
         "truncated_examples": sum(e["truncated"] for e in encoded), "trainable_params": trainable,
-        "hyperparameters": settings.model_dump(exclude={"model", "sizes", "seeds", "threads"}),
+        "hyperparameters": settings.model_dump(exclude={"model", "sizes", "seeds", "threads", "every_seed_at"}),
     }
 
 

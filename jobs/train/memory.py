@@ -9,11 +9,14 @@ compute), so it is worth paying only when the activations would not fit. The est
     LoRA states     trainable params x 16 bytes (fp32 weight, gradient, AdamW's two moments)
     activations     tokens per micro-batch x per-token bytes: every layer keeps about
                     (10 x hidden + 3 x intermediate) values per token for the backward pass
-                    (+ heads x sequence length for the eager attention's score matrix), and the
-                    logits keep 2 x vocabulary fp32 values per token (logits and their gradient);
+                    (+ 3 x heads x sequence length for the eager attention: its fp32 softmax and
+                    the bf16 copy), and the logits about 14 bytes per vocabulary entry per token (the
+                    bf16 logits kept, the loss's fp32 upcast and log-softmax, their gradients; a
+                    floor: checkpointing cannot save it);
                     with checkpointing only each layer's input (hidden) is kept, plus one layer's
                     full activations during its recomputation
-    tokens          micro-batch x cutoff-len (the worst case: every example at the cutoff)
+    tokens          micro-batch x cutoff-len (the worst case: every example at the cutoff); a packed
+                    row is that long too, so its sequence length is the whole row
 
 against 90 % of the device's memory (CUDA context, allocator fragmentation, temporary buffers).
 It is a deliberately simple model (Korthikanti et al. 2022's per-layer count, generalised to gated
@@ -28,6 +31,8 @@ from typing import Any
 GIB = 1024 ** 3
 USABLE_FRACTION = 0.9
 LORA_STATE_BYTES = 16
+LOGIT_BYTES = 14  # per vocabulary entry and token: bf16 logits 2 + fp32 upcast 4 + log-softmax 4 + gradients 4
+EAGER_SCORE_COPIES = 3  # eager attention keeps its scores, their fp32 softmax and the bf16 copy
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,9 @@ class Estimate:
 def estimate(shape: Shape, trainable: int, tokens: int, seq_len: int, activation_bytes: int,
              eager_attention: bool = False) -> Estimate:
     """Bytes needed to train, without and with gradient checkpointing (see the module docstring)."""
-    per_layer = 10 * shape.hidden + 3 * shape.intermediate + (shape.heads * seq_len if eager_attention else 0)
-    logits = 2 * shape.vocab * 4
+    per_layer = 10 * shape.hidden + 3 * shape.intermediate + (
+        EAGER_SCORE_COPIES * shape.heads * seq_len if eager_attention else 0)
+    logits = shape.vocab * LOGIT_BYTES
     full = tokens * (shape.layers * per_layer * activation_bytes + logits)
     checkpointed = tokens * (shape.layers * shape.hidden * activation_bytes + per_layer * activation_bytes + logits)
     return Estimate(weights=shape.weight_bytes, lora_states=trainable * LORA_STATE_BYTES,
