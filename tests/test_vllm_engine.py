@@ -55,7 +55,8 @@ def test_vllm_is_given_prompt_ids_and_every_end_id_and_its_ids_are_decoded_by_th
     tok = base.tokenizer
     folder = save_tiny(base.model, tok, tmp_path / "base")
     second_end = tok.convert_tokens_to_ids(tok.tokenize("。")[-1])  # a second end id, as Qwen2.5 lists two
-    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [tok.eos_token_id, second_end]}))
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [tok.eos_token_id, second_end],
+                                                               "repetition_penalty": 1.1}))
     prompt_ids = [tok("東京", add_special_tokens=False)["input_ids"], tok("大阪", add_special_tokens=False)["input_ids"]]
     answer = tok("京都", add_special_tokens=False)["input_ids"]
     fake_vllm.answers = [[*answer, second_end, *answer], [*answer, tok.eos_token_id]]
@@ -68,8 +69,22 @@ def test_vllm_is_given_prompt_ids_and_every_end_id_and_its_ids_are_decoded_by_th
     (prompts, params, lora), = fake_vllm.asked
     assert [p["prompt_token_ids"] for p in prompts] == prompt_ids and lora is None
     assert set(params.stop_token_ids) == {tok.eos_token_id, second_end} and params.temperature == 0.0
+    assert params.repetition_penalty == pytest.approx(1.1)  # as the hf engine applies it (Qwen2.5's config)
     from switchpoint.core.prompts import decode_generation
 
     expected = decode_generation(tok, entry, answer)
     assert [g.text for g in out[0]] == [expected, expected] and expected and "vLLM" not in expected
     assert [g.input_tokens for g in out[0]] == [len(i) for i in prompt_ids]
+
+
+def test_a_greedy_setting_vllm_cannot_apply_is_refused_in_one_line():
+    from types import SimpleNamespace
+
+    from switchpoint.core.contract import JobError
+    from switchpoint.infer_local.vllm_engine import sampling_settings
+
+    tokenizer = SimpleNamespace(eos_token_id=2)
+    with pytest.raises(JobError, match="no_repeat_ngram_size=3.*--engine hf"):
+        sampling_settings(SimpleNamespace(no_repeat_ngram_size=3, eos_token_id=2), {"name": "m"}, tokenizer)
+    plain = sampling_settings(None, {"name": "m"}, tokenizer)  # no generation config: the tokenizer's EOS
+    assert plain["stop_token_ids"] == [2] and plain["repetition_penalty"] == 1.0

@@ -124,7 +124,8 @@ def load_for_engine(job: Plan, data_dir: Path) -> modeling.BaseModel:
 
 
 def base_weights_path(base: modeling.BaseModel, workdir: Path) -> str:
-    """A folder or Hub id that lm-eval / vLLM can load the same base from (tiny models are saved)."""
+    """A folder that lm-eval / vLLM load the same base from (tiny models are saved; a Hub model's
+    snapshot at its pinned revision, every file of it: this job may have read only the tokenizer)."""
     entry = base.entry
     if entry["source"] == "tiny":
         from switchpoint.core.tiny import save_tiny
@@ -132,12 +133,14 @@ def base_weights_path(base: modeling.BaseModel, workdir: Path) -> str:
         return str(save_tiny(base.model, base.tokenizer, workdir / "base"))
     if entry["source"] == "local":
         return str(entry["path"])
-    try:  # the weights load_base just cached, as a folder, so an offline run finds them
-        from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download
 
-        return snapshot_download(entry["hub_id"], revision=entry.get("revision"), local_files_only=True)
-    except Exception:  # noqa: BLE001 - any cache layout problem: fall back to the Hub id
-        return entry["hub_id"]
+    try:  # offline (HF_HUB_OFFLINE=1) this is the cached snapshot; online, whatever it lacks is fetched
+        return snapshot_download(entry["hub_id"], revision=entry.get("revision"))
+    except Exception as err:  # noqa: BLE001 - any Hub or cache failure: one line naming the model
+        raise JobError(f"model {entry['name']}: cannot get {entry['hub_id']} at revision "
+                       f"{entry.get('revision') or 'main'} for the engine ({type(err).__name__}: "
+                       f"{str(err).splitlines()[0] if str(err) else ''}); check the Hub id, revision and network") from err
 
 
 def run_engine(job: Plan, base: modeling.BaseModel, adapters_dir: Path, settings: Settings,

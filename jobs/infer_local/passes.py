@@ -70,11 +70,12 @@ def plan_passes(settings: Settings, model_key: str, sizes: list[int], seeds: lis
     def add(adapter, shot_key, arm):
         passes.setdefault((adapter is not None, adapter or (), shot_key or ()), Pass(adapter, shot_key, [])).arms.append(arm)
 
+    first = min((s for s in seeds if s in prepared), default=None)  # the seed every size runs in an adaptive round
     for seed in seeds:
         if "finetune" in settings.arms:
             for n in sizes:
                 if seed in manifests.seeds_at(n, prepared, seeds_up_to_n) and (
-                        settings.every_seed_at is None or n in settings.every_seed_at or seed == min(seeds)):
+                        settings.every_seed_at is None or n in settings.every_seed_at or seed == first):
                     add((seed, n) if n > 0 else None, None, Arm("finetune", model_key, n, seed))
         if "fewshot-local" in settings.arms:
             for k in shots:

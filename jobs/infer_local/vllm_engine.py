@@ -2,7 +2,8 @@
 
 No stop strings are given to vLLM: like lm-eval's, they would cut before the answer starts; the
 answer is cut by ``prompts.postprocess`` afterwards, as for the other engines. Generation ends at
-the same end ids the hf engine uses (the generation config's list and the tokenizer's EOS), and the
+the same end ids the hf engine uses (the generation config's list and the tokenizer's EOS), with its
+repetition penalty, and the
 generated ids are decoded by the job's tokenizer (the card's), not vLLM's: a model whose card
 tokenizer differs from what transformers would build (rinna's sentencepiece, sarashina's published
 tokenizer.json) gets the same text from every engine. Not runnable on the CPU machines this was
@@ -36,16 +37,30 @@ def engine_kwargs(base_path: str, entry: dict, ranks: list[int], load_in_4bit: b
     return kwargs
 
 
-def end_ids(base_path: str, entry: dict, tokenizer: Any) -> list[int]:
-    """The ids that end a generation, as the hf engine stops: the base's generation config and the tokenizer."""
+def generation_config(base_path: str, entry: dict) -> Any:
+    """The base's generation config (None when the repository has none: rinna's ship none)."""
     from transformers import GenerationConfig
 
     revision = entry.get("revision") if base_path == entry.get("hub_id") else None
     try:
-        config = GenerationConfig.from_pretrained(base_path, revision=revision)
-    except OSError:  # no generation_config.json (rinna's repositories ship none): the tokenizer's EOS
-        config = None
-    return modeling.stop_token_ids(SimpleNamespace(generation_config=config), tokenizer)
+        return GenerationConfig.from_pretrained(base_path, revision=revision)
+    except OSError:
+        return None
+
+
+def sampling_settings(config: Any, entry: dict, tokenizer: Any) -> dict:
+    """Greedy SamplingParams that decode as the hf engine does: the same end ids and the generation
+    config's repetition penalty (Qwen2.5: 1.1; vLLM applies it to prompt and answer tokens as
+    transformers does); a greedy setting vLLM cannot reproduce is refused."""
+    for key, off in (("no_repeat_ngram_size", 0), ("encoder_repetition_penalty", 1.0)):
+        value = getattr(config, key, None)
+        if value not in (None, off):
+            raise JobError(f"model {entry['name']}: its generation config sets {key}={value}, which the vllm "
+                           "engine cannot apply; use --engine hf")
+    penalty = getattr(config, "repetition_penalty", None)
+    return {"temperature": 0.0, "stop_token_ids": modeling.stop_token_ids(SimpleNamespace(generation_config=config),
+                                                                           tokenizer),
+            "repetition_penalty": float(penalty) if penalty else 1.0, "detokenize": False}
 
 
 def run_vllm(base_path: str, entry: dict, tokenizer: Any, passes: list[Pass], adapters_dir: Path, max_new_tokens: int,
@@ -62,8 +77,9 @@ def run_vllm(base_path: str, entry: dict, tokenizer: Any, passes: list[Pass], ad
              for p in passes if p.adapter is not None]
     llm = LLM(**engine_kwargs(base_path, entry, ranks, load_in_4bit))
     stats.base_model_loads += 1
-    ends = end_ids(base_path, entry, tokenizer)
-    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=ends, detokenize=False)
+    settings = sampling_settings(generation_config(base_path, entry), entry, tokenizer)
+    ends = settings["stop_token_ids"]
+    params = SamplingParams(max_tokens=max_new_tokens, **settings)
     results: dict[int, list[Generation]] = {}
     for index, p in enumerate(passes):
         if p.skipped:
