@@ -98,3 +98,13 @@ def test_fully_scored_columns_are_divided_by_the_draws_per_resample():
     counts = np.vstack([c for _, c in res.chunks()]).astype(float)
     np.testing.assert_allclose(res.means(values), counts @ values / counts.sum(axis=1, keepdims=True),
                                rtol=0, atol=1e-12)
+
+
+def test_an_unscored_example_leaves_the_mean_over_the_scored_ones():
+    import numpy as np
+    from switchpoint.core import stats
+
+    values = np.array([[1.0, np.nan], [0.0, np.nan], [1.0, 1.0], [np.nan, 0.0]])
+    first, second = stats.bootstrap_cis(values, stats.Resamples(4, 2000, 0))
+    assert first.mean == pytest.approx(200 / 3) and second.mean == pytest.approx(50.0)
+    assert first.ci_low <= first.mean <= first.ci_high

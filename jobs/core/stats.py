@@ -134,7 +134,10 @@ def bootstrap_cis(values, resamples: Resamples, level: float = LEVEL) -> list[In
     if resamples.examples != arr.shape[0]:
         raise ValueError(f"resamples were drawn for {resamples.examples} examples, got {arr.shape[0]}")
     low, high = percentile_intervals(resamples.means(arr), level)
-    mean = arr.mean(axis=0)
+    scored = ~np.isnan(arr)
+    # The mean over the scored examples, as the resampled means are (NaN only when none is scored).
+    mean = np.divide(np.where(scored, arr, 0.0).sum(axis=0), scored.sum(axis=0),
+                     out=np.full(arr.shape[1], np.nan), where=scored.sum(axis=0) > 0)
     return [Interval(float(mean[k] * 100), float(low[k] * 100), float(high[k] * 100), arr.shape[0])
             for k in range(arr.shape[1])]
 
