@@ -68,7 +68,9 @@ def simulate(curves: Curves) -> tuple[dict[str, dict[int, int]], dict[str, str]]
         rounds = {m: observe(curves, m, seeds[m]) for m in curves.models if m not in stops}
         if not rounds:
             break
-        for d in decide(rounds, curves.levels, curves.grid, margin=curves.margin, max_seeds=curves.max_seeds):
+        asked = {m: {n for n, k in seeds[m].items() if k > 1} for m in rounds}
+        for d in decide(rounds, curves.levels, curves.grid, margin=curves.margin, max_seeds=curves.max_seeds,
+                        asked=asked):
             if d.stop:
                 stops[d.model] = d.stop
             seeds[d.model].update({n: 1 for n in d.sizes})

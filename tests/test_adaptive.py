@@ -145,14 +145,16 @@ def test_a_worse_and_costlier_model_is_stopped_as_dominated():
     assert decisions["a"].stop is None and decisions["a"].sizes == [8]
 
 
-RESULT_COLS = ["kind", "model", "n", "seed", "metric", "mean", "train_wall_s", "infer_wall_s", "train_usd", "infer_usd"]
+RESULT_COLS = ["kind", "model", "n", "seed", "metric", "mean", "train_wall_s", "infer_wall_s", "train_usd", "infer_usd",
+               "shared_by"]
 TRANSITION_COLS = ["metric", "model", "prompt_model", "prompt_variant", "prompt_mean", "n_match", "n_star",
                    "n_star_low", "n_star_high"]
 
 
-def _fake_rounds(run, seconds: float, usd: float, transition: dict | None = None):
+def _fake_rounds(run, seconds: float, usd: float, transition: dict | None = None, *, first_seed_only: bool = False):
     """A round that 'runs' every asked size and seed, each costing ``seconds`` and ``usd``, and writes
-    the report's two tables as the report job would (by default a curve that never reaches the level)."""
+    the report's two tables as the report job would (by default a curve that never reaches the level).
+    ``first_seed_only``: the other seeds never reach the report (their steps came to nothing)."""
     asked = []
     transition = transition or {"n_match": "", "n_star": "", "n_star_low": "", "n_star_high": ""}
 
@@ -165,10 +167,11 @@ def _fake_rounds(run, seconds: float, usd: float, transition: dict | None = None
         writer.writeheader()
         for model, sizes in sweep[ROUND_SIZES].items():
             for n in sizes:
-                for seed in sweep["seeds"] if n in sweep[ROUND_SEEDS][model] else sweep["seeds"][:1]:
+                every = n in sweep[ROUND_SEEDS][model] and not first_seed_only
+                for seed in sweep["seeds"] if every else sweep["seeds"][:1]:
                     writer.writerow({"kind": "finetune", "model": model, "n": n, "seed": seed, "metric": "exact_match",
                                      "mean": 10.0 + n / 100, "train_wall_s": seconds, "infer_wall_s": 0.0,
-                                     "train_usd": usd, "infer_usd": 0.0})
+                                     "train_usd": usd, "infer_usd": 0.0, "shared_by": 1})
         run.write_text("report/results.csv", out.getvalue())
         out = io.StringIO()
         writer = csv.DictWriter(out, TRANSITION_COLS)
@@ -215,6 +218,96 @@ def test_a_wide_n_star_interval_gets_the_other_seeds_at_its_bracket_in_the_next_
     assert [seeds for _, seeds in asked] == [{"tiny-gpt-neox": []}, {"tiny-gpt-neox": [2, 4]}]
     assert asked[1][0] == {"tiny-gpt-neox": [0, 2, 4, 8]}  # no new size: only the seeds
     assert "wider than the grid's bracket 2-4 with every prepared seed" in summary["stopped"]["tiny-gpt-neox"]
+
+
+def test_extra_seeds_that_never_reach_the_report_stop_the_model_naming_them_instead_of_repeating(tmp_path):
+    from switchpoint.core import manifests
+    from switchpoint.core.store import open_store
+    from switchpoint.orchestration.rounds import run_adaptive
+
+    sweep = {**manifests.load_sweep("smoke-adaptive"), "seeds": [0, 1]}
+    run = open_store(tmp_path)
+    wide = {"n_match": "2", "n_star": "3.0", "n_star_low": "2.0", "n_star_high": "16.0"}  # bracket 2-4, interval 2-16
+    run_round, asked = _fake_rounds(run, 1.0, 0.0, wide, first_seed_only=True)
+    summary = run_adaptive(sweep, manifests.load_task("toy-ja"), run, run_round, lambda _: None)
+    assert len(asked) == 2, "the same seeds are asked for once, not until the round limit"
+    assert summary["reason"] == "every model has its answer"
+    why = summary["stopped"]["tiny-gpt-neox"]
+    assert "never reached the report" in why and "N=2 has 1 of 2" in why and "N=4 has 1 of 2" in why
+
+
+def test_a_model_with_extra_seeds_at_its_bracket_is_compared_per_seed_when_pruning_a_rival():
+    # "a" ran three seeds at N=4 (3 x 2.0): per seed it is cheaper than "b" there, and better everywhere
+    seeded = ModelRound("a", {2: 50.0, 4: 60.0}, {2: 1.0, 4: 6.0}, {"t": {2: False, 4: False}}, seeds={4: 3})
+    rival = ModelRound("b", {2: 40.0, 4: 55.0}, {2: 3.0, 4: 5.0}, {"t": {2: False, 4: False}})
+    decisions = {d.model: d for d in decide({"a": seeded, "b": rival}, {"t": 90.0}, GRID, margin=1.0)}
+    assert decisions["b"].stop and "dominated by a" in decisions["b"].stop
+    # ... and the seeded model is not stopped by a rival that only looks cheaper because it ran one seed there
+    seeded = ModelRound("c", {2: 50.0, 4: 60.0}, {2: 1.0, 4: 6.0}, {"t": {2: False, 4: False}}, seeds={4: 3})
+    rival = ModelRound("d", {2: 51.0, 4: 61.0}, {2: 1.0, 4: 5.0}, {"t": {2: False, 4: False}})
+    decisions = {d.model: d for d in decide({"c": seeded, "d": rival}, {"t": 90.0}, GRID, margin=1.0)}
+    assert decisions["c"].stop is None and decisions["c"].sizes == [8]
+
+
+def test_a_shared_inference_pass_counts_its_gpu_seconds_once(tmp_path):
+    from switchpoint.core.store import open_store
+    from switchpoint.orchestration.rounds import read_round
+
+    run = open_store(tmp_path)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, RESULT_COLS)
+    writer.writeheader()
+    # the base model's N=0 pass (600 s) serves 3 seeds of the N=0 arm and 3 seeds of the 0-shot arm
+    for kind in ("finetune", "fewshot-local"):
+        for seed in (0, 1, 2):
+            writer.writerow({"kind": kind, "model": "m", "n": 0, "seed": seed, "metric": "exact_match", "mean": 1.0,
+                             "train_wall_s": 0.0, "infer_wall_s": 600.0, "train_usd": 0.0, "infer_usd": 0.1,
+                             "shared_by": 6})
+    writer.writerow({"kind": "finetune", "model": "m", "n": 2, "seed": 0, "metric": "exact_match", "mean": 2.0,
+                     "train_wall_s": 300.0, "infer_wall_s": 60.0, "train_usd": 0.0, "infer_usd": 0.0, "shared_by": 1})
+    run.write_text("report/results.csv", out.getvalue())
+    rounds, _, spent = read_round(run, "exact_match", ["m"])
+    assert spent.seconds == pytest.approx(600.0 + 300.0 + 60.0)
+    assert spent.gpu_hours == pytest.approx(960.0 / 3600)
+    assert rounds["m"].usd[0] == pytest.approx(300.0)  # the N=0 arm's three seeds: half the shared pass
+
+
+def test_results_without_the_shared_by_column_are_refused_in_one_line(tmp_path):
+    from switchpoint.core.contract import JobError
+    from switchpoint.core.store import open_store
+    from switchpoint.orchestration.rounds import read_round
+
+    run = open_store(tmp_path)
+    run.write_text("report/results.csv", "kind,model,n,seed,metric,mean,train_wall_s,infer_wall_s\n"
+                                         "finetune,m,0,0,exact_match,1.0,0.0,600.0\n")
+    with pytest.raises(JobError, match="report/results.csv: no shared_by column"):
+        read_round(run, "exact_match", ["m"])
+
+
+def test_the_record_is_written_after_every_round_and_status_resolves_the_round_running(tmp_path):
+    from switchpoint.core import manifests
+    from switchpoint.core.store import open_store
+    from switchpoint.orchestration.rounds import RECORD, ROUND_SIZES, run_adaptive
+    from switchpoint.orchestration.status import as_run_resolved_it
+
+    sweep, task = manifests.load_sweep("smoke-adaptive"), manifests.load_task("toy-ja")
+    run = open_store(tmp_path)
+    fake, asked = _fake_rounds(run, 1.0, 0.0)
+    seen = []
+
+    def run_round(round_sweep: dict) -> None:
+        record = run.read_json(RECORD)  # as a status run while this round trains (or after a kill) reads it
+        seen.append((record["state"], len(record["rounds"]), as_run_resolved_it(sweep, task, run)[ROUND_SIZES]))
+        fake(round_sweep)
+
+    run_adaptive(sweep, task, run, run_round, lambda _: None)
+    assert len(seen) == len(asked) >= 2
+    for number, (state, rounds, resolved) in enumerate(seen, 1):
+        assert (state, rounds) == ("in progress", number)
+        assert resolved == asked[number - 1][0]  # this round's sizes, not the whole grid
+    assert seen[1][2] != {"tiny-gpt-neox": manifests.sweep_sizes(sweep, task["name"])}
+    final = run.read_json(RECORD)
+    assert final["state"] == "stopped" and len(final["rounds"]) == len(asked)
 
 
 def test_the_adaptive_smoke_sweep_runs_offline_end_to_end_and_trains_only_what_it_needs(tmp_path):

@@ -41,6 +41,11 @@ class ModelRound:
     seeds: dict[int, int] = field(default_factory=dict)  # N -> seeds measured (absent: one)
     n_star: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # tier -> (N*, 95% low, high)
 
+    def per_seed(self, n: int, unknown: float) -> float:
+        """The cost of one seed at N (``unknown`` where unmeasured): extra seeds at N*'s bracket must not
+        make a model look costlier there than a rival that ran one."""
+        return self.usd[n] / max(self.seeds.get(n, 1), 1) if n in self.usd else unknown
+
 
 @dataclass
 class Decision:
@@ -94,12 +99,12 @@ def seeds_needed(model: ModelRound, tier: str, grid: list[int], max_seeds: dict[
 
 
 def dominated_by(model: ModelRound, others: list[ModelRound]) -> str | None:
-    """Another model that scored at least as well for no more dollars at every size both measured."""
+    """Another model that scored at least as well for no more dollars per seed at every size both measured."""
     for other in others:
         common = sorted(set(model.means) & set(other.means) - {0})
         if len(common) < 2 or other.model == model.model:
             continue
-        if all(other.means[n] >= model.means[n] and other.usd.get(n, math.inf) <= model.usd.get(n, 0.0)
+        if all(other.means[n] >= model.means[n] and other.per_seed(n, math.inf) <= model.per_seed(n, 0.0)
                for n in common) and any(other.means[n] > model.means[n] for n in common):
             return other.model
     return None
@@ -123,27 +128,30 @@ def out_of_reach(model: ModelRound, level: float, margin: float, grid_max: int) 
 
 
 def decide(rounds: dict[str, ModelRound], levels: dict[str, float], grid: list[int], *, margin: float,
-           max_seeds: dict[int, int] | None = None) -> list[Decision]:
-    """What each model needs next, given the prompting tiers' levels (tier -> mean) and the seeds the
-    sweep prepared at each N (``max_seeds``; none: one seed everywhere)."""
+           max_seeds: dict[int, int] | None = None, asked: dict[str, set[int]] | None = None) -> list[Decision]:
+    """What each model needs next, given the prompting tiers' levels (tier -> mean), the seeds the
+    sweep prepared at each N (``max_seeds``; none: one seed everywhere) and the sizes earlier rounds
+    already asked every seed at (``asked``: model -> sizes), so a request that came to nothing is not
+    repeated round after round."""
     hardest = max(levels, key=levels.get) if levels else None
     decisions = []
     for name, model in sorted(rounds.items()):
         decisions.append(_decide_one(model, [r for r in rounds.values() if r.model != name], hardest,
                                      levels.get(hardest, math.inf) if hardest else math.inf, grid,
-                                     margin=margin, max_seeds=max_seeds or {}))
+                                     margin=margin, max_seeds=max_seeds or {},
+                                     asked=(asked or {}).get(name, set())))
     return decisions
 
 
 def _decide_one(model: ModelRound, others: list[ModelRound], hardest: str | None, level: float, grid: list[int],
-                *, margin: float, max_seeds: dict[int, int]) -> Decision:
+                *, margin: float, max_seeds: dict[int, int], asked: set[int]) -> Decision:
     measured = set(model.means)
     rival = dominated_by(model, others)
     if rival:
         return Decision(model.model, [], stop=f"dominated by {rival} (as good or better for no more dollars at every N)")
     matched = persistent_match(model.matches.get(hardest, {})) if hardest else None
     if matched is not None and any(n > matched for n in measured):
-        return _settle(model, hardest, matched, grid, max_seeds)
+        return _settle(model, hardest, matched, grid, max_seeds, asked)
     following = next_size(grid, measured)
     if following is None:
         return Decision(model.model, [], stop="the grid's largest N is measured (N* beyond the sweep)"
@@ -153,10 +161,16 @@ def _decide_one(model: ModelRound, others: list[ModelRound], hardest: str | None
     return Decision(model.model, [following])
 
 
-def _settle(model: ModelRound, tier: str, matched: int, grid: list[int], max_seeds: dict[int, int]) -> Decision:
+def _settle(model: ModelRound, tier: str, matched: int, grid: list[int], max_seeds: dict[int, int],
+            asked: set[int]) -> Decision:
     """A confirmed match: the other seeds at N*'s bracket when its interval needs them, else done."""
     found = f"matches {tier} from N={matched}, confirmed at a larger N"
     more = seeds_needed(model, tier, grid, max_seeds)
+    short = [n for n in more if n in asked]
+    if short:
+        missing = ", ".join(f"N={n} has {model.seeds.get(n, 1)} of {max_seeds.get(n, 1)}" for n in short)
+        return Decision(model.model, [], stop=f"{found}; the other seeds asked for at N*'s bracket never reached "
+                        f"the report ({missing} prepared seeds measured): see that size's train and infer steps")
     if more:
         return Decision(model.model, [], more_seeds=more)
     if tier not in model.n_star:

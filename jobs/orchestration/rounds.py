@@ -8,7 +8,9 @@ or the sweep's other seeds at the two sizes bracketing N*), and the next round r
 round is an ordinary sweep run: steps whose inputs and settings are unchanged are skipped, so a
 killed adaptive sweep resumes like any other. The sweep also stops when what the rounds have spent
 reaches ``adaptive.max_gpu_hours`` or ``adaptive.max_usd``. ``runs/adaptive.json`` records every
-round, what was decided and why the sweep stopped. ``plan`` prices the worst case: the whole grid.
+round as it starts and once decided, then why the sweep stopped (``state``: in progress / stopped),
+so ``status`` of a running or killed sweep sees the sizes it is running now. ``plan`` prices the
+worst case: the whole grid.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from switchpoint.core import layout, manifests
+from switchpoint.core.contract import JobError
 from switchpoint.core.store import Store
 from switchpoint.orchestration.adaptive import Decision, ModelRound, decide, first_round
 from switchpoint.orchestration.steps import model_entries
@@ -48,7 +51,7 @@ def _number(text: str | None) -> float | None:
 class Spent:
     """What the rounds have cost so far, from the report's per-arm figures (the jobs' own metrics)."""
 
-    seconds: float = 0.0  # train + inference wall seconds of every arm (machine time, GPU on a GPU instance)
+    seconds: float = 0.0  # train + inference wall seconds (machine time, GPU on a GPU instance), a shared pass once
     usd: float = 0.0  # train + inference + API dollars
 
     @property
@@ -60,15 +63,35 @@ def _tier(row: dict[str, str]) -> str:
     return " ".join(filter(None, (row["prompt_model"], row.get("prompt_variant"))))
 
 
+def _infer_seconds(row: dict[str, str]) -> float:
+    """This arm's share of its inference pass's wall seconds. infer-local repeats a shared pass's whole
+    wall time on every arm it serves (the base model's N=0 pass: every seed and prompting arm); the
+    report's ``shared_by`` says how many, so the pass counts once in all."""
+    seconds = _number(row.get("infer_wall_s")) or 0.0
+    shared_by = _number(row.get("shared_by"))
+    return seconds / shared_by if seconds and shared_by and shared_by > 1 else seconds
+
+
+def _check_columns(run: Store) -> None:
+    path = f"{layout.REPORT}/results.csv"
+    if not run.exists(path):
+        return
+    header = next(csv.reader(io.StringIO(run.read_text(path))), [])
+    if "infer_wall_s" in header and "shared_by" not in header:
+        raise JobError(f"{path}: no shared_by column (written by an older report); the GPU hours of a "
+                       f"shared inference pass cannot be counted once: run the report step again")
+
+
 def read_round(run: Store, primary: str, models: list[str]) -> tuple[dict[str, ModelRound], dict[str, float], Spent]:
     """What the rounds measured, per model, each prompting tier's level and what it cost, from the report."""
     means: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     seconds: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
     spent = Spent()
+    _check_columns(run)
     for row in _rows(run, "results.csv"):
         if row["metric"] != primary:
             continue
-        row_s = sum(_number(row.get(k)) or 0.0 for k in ("train_wall_s", "infer_wall_s"))
+        row_s = (_number(row.get("train_wall_s")) or 0.0) + _infer_seconds(row)
         spent.seconds += row_s
         spent.usd += sum(_number(row.get(k)) or 0.0 for k in ("train_usd", "infer_usd", "api_usd"))
         if row["kind"] == "finetune" and row["model"] in models:
@@ -131,20 +154,22 @@ def run_adaptive(sweep: dict, task: dict, run: Store, run_round: RunRound, echo:
             f"{m} N={','.join(map(str, sorted(measured[m])))}"
             + (f" (every seed at N={','.join(map(str, sorted(seeded[m])))})" if seeded[m] else "")
             for m in models if m not in stopped))
+        history.append({"round": number, "sizes": {m: sorted(s) for m, s in measured.items()},
+                        "every_seed_at": {m: sorted(s) for m, s in seeded.items()}})
+        _record(run, history, stopped, measured, grid, models)  # status sees the round now running
         run_round(round_sweep(sweep, measured, seeded))
         observed, levels, spent = read_round(run, primary, models)
         active = {m: r for m, r in observed.items() if m not in stopped}
-        decisions = decide(active, levels, grid, margin=margin, max_seeds=max_seeds)
-        history.append({"round": number, "sizes": {m: sorted(s) for m, s in measured.items()},
-                        "every_seed_at": {m: sorted(s) for m, s in seeded.items()}, "levels": levels,
-                        "seconds": round(spent.seconds, 3), "usd": round(spent.usd, 6),
-                        "decisions": [_as_dict(d) for d in decisions]})
+        decisions = decide(active, levels, grid, margin=margin, max_seeds=max_seeds, asked=seeded)
+        history[-1].update({"levels": levels, "seconds": round(spent.seconds, 3), "usd": round(spent.usd, 6),
+                            "decisions": [_as_dict(d) for d in decisions]})
         for d in decisions:
             if d.stop:
                 stopped[d.model] = d.stop
                 echo(f"[{task['name']}] {d.model}: stops: {d.stop}")
             measured[d.model].update(d.sizes)
             seeded[d.model].update(d.more_seeds)
+        _record(run, history, stopped, measured, grid, models)
         if len(stopped) == len(models):
             reason = "every model has its answer"
             break
@@ -161,13 +186,20 @@ def round_sweep(sweep: dict, measured: dict[str, set[int]], seeded: dict[str, se
             ROUND_SEEDS: {m: sorted(s) for m, s in seeded.items()}}
 
 
+def _record(run: Store, history: list[dict], stopped: dict[str, str], measured: dict[str, set[int]],
+            grid: list[int], models: list[str], reason: str | None = None) -> dict:
+    """Write runs/adaptive.json: the rounds so far, ``in progress`` until the sweep stops (then why)."""
+    summary = {"state": "stopped" if reason else "in progress", "rounds": history, "stopped": stopped,
+               "reason": reason, "sizes_run": sum(len(s) for s in measured.values()),
+               "grid_sizes": len(grid) * len(models)}
+    run.write_json(RECORD, summary)
+    return summary
+
+
 def _finish(run: Store, task: dict, history: list[dict], stopped: dict[str, str], reason: str,
             measured: dict[str, set[int]], grid: list[int], models: list[str], echo: Callable[[str], None]) -> dict:
-    grid_points = len(grid) * len(models)
-    summary = {"rounds": history, "stopped": stopped, "reason": reason,
-               "sizes_run": sum(len(s) for s in measured.values()), "grid_sizes": grid_points}
-    run.write_json(RECORD, summary)
-    echo(f"[{task['name']}] adaptive sweep stopped: {reason} ({summary['sizes_run']} of {grid_points} "
+    summary = _record(run, history, stopped, measured, grid, models, reason)
+    echo(f"[{task['name']}] adaptive sweep stopped: {reason} ({summary['sizes_run']} of {summary['grid_sizes']} "
          f"model sizes run; {RECORD})")
     return summary
 

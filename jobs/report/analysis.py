@@ -140,7 +140,7 @@ def group_dollars(an_costs: cost_model.RunCosts, seeds: list[int], kind: str, mo
 
 RESULT_COST_COLS = ["train_usd", "train_usd_spot", "infer_usd", "infer_usd_spot", "api_usd", "api_usd_batch",
                     "api_usd_cached", "eval_usd", "per_1k_usd", "input_tokens", "output_tokens", "gpu_seconds",
-                    "train_wall_s", "infer_wall_s"]
+                    "train_wall_s", "infer_wall_s", "shared_by"]
 
 
 def results_table(task: str, per_seed: pd.DataFrame, run_costs: cost_model.RunCosts) -> pd.DataFrame:
