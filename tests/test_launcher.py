@@ -180,3 +180,124 @@ def test_a_server_that_cannot_start_leaves_jobs_to_plain_processes_and_says_so(m
     assert err.count("the warm launcher is not available") == 1 and "local jobs run as plain processes" in err
     assert isinstance(launcher.launch(switchpoint("train", "--help")), subprocess.Popen)  # told once
     assert "warm launcher" not in capfd.readouterr().err
+
+
+def test_a_job_whose_server_dies_is_ended_with_it_and_fails_saying_why(ready_server, tmp_path, monkeypatch, capfd):
+    """multiprocessing reports 255 when the server goes away; the job itself must not outlive the runner."""
+    from multiprocessing import forkserver
+
+    monkeypatch.setenv("SWITCHPOINT_TEST_MARK", "a server of its own")  # the module's server stays whole
+    assert launcher.warm_up(["train"]) and launcher.ready(), ready_server.failed
+    capfd.readouterr()
+    job, _ = _blocking_job(tmp_path, "orphaned")
+    os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)
+    assert job.wait(timeout=60) == launcher.SERVER_EXIT and job.poll() == launcher.SERVER_EXIT
+    assert _state(job.pid) in ("gone", "Z")  # ended (a zombie only until its new parent reaps it)
+    assert ready_server.live == 0 and "server died" in ready_server.failed
+    err = capfd.readouterr().err
+    assert err.count("the warm launcher's server died while job pid") == 1
+    proc = launcher.launch(switchpoint("train", "--help"))  # later jobs run as plain processes, told once
+    assert isinstance(proc, subprocess.Popen) and proc.wait(timeout=120) == 0
+    assert "warm launcher" not in capfd.readouterr().err
+
+
+def test_a_server_stuck_in_its_imports_is_given_up_once(monkeypatch, tmp_path, capfd):
+    from multiprocessing import forkserver
+
+    (tmp_path / "stuck_for_the_launcher_test.py").write_text("import threading\nthreading.Event().wait()\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setattr(launcher, "PRELOAD", ["stuck_for_the_launcher_test"])
+    monkeypatch.setattr(launcher, "READY_TIMEOUT_S", 0.3)  # read at call time
+    capfd.readouterr()
+    proc = launcher.launch(switchpoint("train", "--help"))
+    assert isinstance(proc, subprocess.Popen) and proc.wait(timeout=120) == 0
+    assert _state(forkserver._forkserver._forkserver_pid) in ("gone", "Z")  # the stuck server was ended
+    err = capfd.readouterr().err
+    assert err.count("the warm server was not ready after 0.3 s") == 1
+    assert not launcher.ready(timeout=60)  # no second wait: it answers at once
+    assert isinstance(launcher.launch(switchpoint("train", "--help")), subprocess.Popen)
+    assert "warm" not in capfd.readouterr().err
+
+
+def test_a_warm_up_that_raises_keeps_the_reason_to_say(monkeypatch, capfd):
+    def broken() -> bool:
+        raise OSError("no room for a server")
+
+    monkeypatch.setattr(launcher._SERVER, "failed", None)  # put back as it was after the test
+    monkeypatch.setattr(launcher._SERVER, "start", broken)
+    assert not launcher.warm_up(["train"])
+    assert launcher._SERVER.failed == "OSError: no room for a server"
+    capfd.readouterr()
+    launcher._say_why_cold()
+    assert "(OSError: no room for a server)" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(("version", "vulnerable"), [
+    ((3, 10, 0), True), ((3, 10, 8), True), ((3, 10, 9), False), ((3, 11, 0), True), ((3, 11, 1), False),
+    ((3, 12, 0), False), ((3, 9, 18), True),
+])
+def test_pythons_with_the_forkserver_socket_cve_get_no_warm_launcher(monkeypatch, version, vulnerable):
+    monkeypatch.setattr(sys, "version_info", (*version, "final", 0))
+    assert launcher._vulnerable_python(sys.version_info) == vulnerable
+    if vulnerable:
+        assert not launcher.enabled()
+
+
+def test_an_unknown_switch_value_means_off_and_says_so_once(monkeypatch, capfd):
+    capfd.readouterr()
+    monkeypatch.setenv(launcher.ENV_SWITCH, "sometimes")
+    assert not launcher.enabled() and not launcher.enabled()
+    err = capfd.readouterr().err
+    assert err.count(f"note: {launcher.ENV_SWITCH}='sometimes' is not one of") == 1
+    for value in ("On", "yes", "TRUE"):
+        monkeypatch.setenv(launcher.ENV_SWITCH, value)
+        assert launcher._switched_on()
+    assert capfd.readouterr().err == ""
+
+
+def _report_child_state(out: int) -> None:
+    """In a warm child, after what _run_job does first: its umask and a draw from numpy's global RNG."""
+    import numpy
+
+    launcher._prepare_child(os.dup(1), os.dup(2), 0o027)
+    mask = os.umask(0)
+    os.write(out, f"{mask:o} {numpy.random.random()!r}".encode())
+
+
+def test_warm_children_get_the_runners_umask_and_numpy_draws_of_their_own(ready_server):
+    draws = []
+    for _ in range(2):
+        read, write = os.pipe()
+        try:
+            job = launcher.fork(_report_child_state, (launcher._InheritedFd(write),), switchpoint("test-job"))
+            os.close(write)
+            assert job.wait(timeout=60) == 0
+            mask, draw = os.read(read, 100).decode().split()
+        finally:
+            os.close(read)
+        assert mask == "27"
+        draws.append(float(draw))
+    assert draws[0] != draws[1]  # forked from one server state, they would draw the same number
+
+
+def test_a_server_that_initialised_cuda_exits_so_jobs_run_plain(tmp_path):
+    fake = tmp_path / "torch"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("class cuda:\n    @staticmethod\n    def is_initialized():\n        return True\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", "import switchpoint.orchestration.warm_imports"], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 3 and "initialised CUDA" in done.stderr
+    assert "/dev/dxg" in launcher.GPU_DEVICES  # WSL2's GPU device also keeps the launcher off
+
+
+def test_a_warm_job_is_given_the_runners_umask_at_launch(monkeypatch):
+    sent = []
+    monkeypatch.setattr(launcher, "_warm_ready", lambda job: True)
+    monkeypatch.setattr(launcher, "fork", lambda target, args, cmd: sent.append((target, args)))
+    previous = os.umask(0o027)
+    try:
+        launcher.launch(switchpoint("score", "--help"))
+    finally:
+        os.umask(previous)
+    assert sent[0][0] is launcher._run_job and sent[0][1][-1] == 0o027

@@ -16,12 +16,23 @@ runs the very same click command, under the same contract as the plain process:
   ``output/failure`` file and its reason work as before; ``terminate``/``kill``/``wait``/``poll``
   as on a ``subprocess.Popen``; Ctrl-C reaches the job as ``KeyboardInterrupt`` (the server
   itself ignores SIGINT);
-- torch's threads are set by the job itself from the cores it may use (``--threads``), as before.
+- torch's threads are set by the job itself from the cores it may use (``--threads``), as before;
+- the runner's umask, and numpy's global random state drawn afresh (a forked child would otherwise
+  share the server's).
+
+Two differences remain, by design: a warm job's stdin is ``/dev/null`` (multiprocessing sets it so;
+no job reads stdin), and the server holds the code as it was when the sweep started it, so an edit
+to the package made mid-sweep is seen only by plain processes. If the server dies while a job runs,
+the job is ended too (it would otherwise outlive the runner, which cannot learn its exit code) and
+fails with code 255; the reason is said once on stderr, and later jobs run as plain processes.
 
 Plain ``subprocess.Popen`` stays: for docker and SageMaker (other code paths), off Linux, on a
-machine with a GPU driver (see ``enabled``), with ``SWITCHPOINT_WARM_LAUNCHER=0``, for a light job
+machine with a GPU driver (see ``enabled``), on a Python whose forkserver socket any local user
+could use (CVE-2022-42919: 3.10.0-3.10.8 and 3.11.0), with ``SWITCHPOINT_WARM_LAUNCHER=0`` (or any
+value that is not a yes or a no: a note says so once), for a light job
 (score, report) when no warm server is ready (waiting for torch's imports would cost it more than
-it saves), and whenever the server cannot start or fork.
+it saves), whenever the server cannot start or fork, and after a server was not ready within
+``READY_TIMEOUT_S`` (it is ended; the reason is said once).
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import atexit
 import multiprocessing
 import os
 import runpy
+import select
 import signal
 import subprocess
 import sys
@@ -38,8 +50,12 @@ from typing import Any
 
 ENV_SWITCH = "SWITCHPOINT_WARM_LAUNCHER"  # "0" runs every local job as a plain subprocess
 TORCH_JOBS = frozenset({"train", "infer-local"})  # jobs that import torch: worth waiting for the server
-GPU_DEVICES = ("/dev/nvidiactl", "/dev/kfd")  # NVIDIA's and AMD ROCm's driver devices
-READY_TIMEOUT_S = 600.0  # a server not ready by then is given up (the job starts as a plain process)
+GPU_DEVICES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")  # NVIDIA's, AMD ROCm's and WSL2's GPU devices
+READY_TIMEOUT_S = 120.0  # a server not ready by then is ended (its jobs start as plain processes)
+END_WAIT_S = 5.0  # how long a job orphaned by a dead server has to end on SIGTERM before SIGKILL
+SERVER_EXIT = 255  # what multiprocessing reports for a forked child whose server went away
+SWITCH_ON = frozenset({"1", "true", "yes", "on"})
+SWITCH_OFF = frozenset({"0", "false", "no", "off"})
 # Variables that change between otherwise equal environments and that no package reads at import.
 VOLATILE_ENV = frozenset({"PYTEST_CURRENT_TEST"})
 PRELOAD = ["switchpoint.orchestration.warm_imports", "switchpoint.orchestration.launcher"]
@@ -54,11 +70,32 @@ def enabled() -> bool:
     imports it would leave every forked job unable to use CUDA, and a GPU job runs long enough for
     3 s of imports not to matter.
     """
-    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+    if not _switched_on() or _vulnerable_python(sys.version_info):
         return False
     if any(os.path.exists(device) for device in GPU_DEVICES):
         return False
     return sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods()
+
+
+_SWITCH_NOTED: set[str] = set()  # unknown switch values already told to the user
+
+
+def _switched_on() -> bool:
+    """The switch's value; one that is neither a yes nor a no means off, and says so once."""
+    value = os.environ.get(ENV_SWITCH, "1").strip().lower()
+    if value in SWITCH_ON or value in SWITCH_OFF:
+        return value in SWITCH_ON
+    if value not in _SWITCH_NOTED:
+        _SWITCH_NOTED.add(value)
+        known = ", ".join(sorted(SWITCH_ON | SWITCH_OFF))
+        print(f"note: {ENV_SWITCH}={os.environ[ENV_SWITCH]!r} is not one of {known}; the warm launcher stays off",
+              file=sys.stderr)
+    return False
+
+
+def _vulnerable_python(version: tuple) -> bool:
+    """CVE-2022-42919: on these versions any local user can ask the forkserver to run code as us."""
+    return tuple(version[:3]) < (3, 10, 9) or tuple(version[:3]) == (3, 11, 0)
 
 
 # --- the child side ----------------------------------------------------------------------------
@@ -78,11 +115,21 @@ def _received(dup: Any) -> int:
     return dup.detach()
 
 
-def _run_job(argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int) -> None:
-    """In the forked child: become ``python -m switchpoint <argv>`` and run it to its exit."""
+def _prepare_child(stdout: int, stderr: int, umask: int) -> None:
+    """In the forked child: the runner's stdout, stderr and umask, and numpy's random state of its own."""
     for fd, target in ((stdout, 1), (stderr, 2)):
-        os.dup2(fd, target)
-        os.close(fd)
+        if fd != target:
+            os.dup2(fd, target)
+            os.close(fd)
+    os.umask(umask)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:  # forked children would all draw the server's sequence
+        numpy.random.seed()
+
+
+def _run_job(argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, umask: int) -> None:
+    """In the forked child: become ``python -m switchpoint <argv>`` and run it to its exit."""
+    _prepare_child(stdout, stderr, umask)
     if hasattr(sys.stdout, "reconfigure"):  # line-buffered on a terminal, as Python sets up a process
         sys.stdout.reconfigure(line_buffering=os.isatty(1))
     # The server started with this environment (launch checks it); what its imports added stays, as it
@@ -108,17 +155,52 @@ def _noop() -> None:
 class WarmJob:
     """A job forked from the server, with the parts of ``subprocess.Popen`` the runners use."""
 
-    def __init__(self, process: Any, args: list[str]) -> None:
+    def __init__(self, process: Any, args: list[str], pidfd: int | None = None) -> None:
         self._process = process
         self.args = args
         self.pid: int = process.pid
+        self._pidfd = pidfd  # the job itself, not a pid that could be reused once it is gone
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
         if self.returncode is None and self._process.exitcode is not None:
-            self.returncode = self._process.exitcode
+            code = self._process.exitcode
+            if code == SERVER_EXIT and self._alive():  # the server died, not the job: end it too
+                self._end()
+                _SERVER.died(self.pid)
+            self.returncode = code
             _SERVER.finished()
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
         return self.returncode
+
+    def _alive(self) -> bool:
+        if self._pidfd is not None:
+            return not _exited(self._pidfd, 0)
+        try:
+            os.kill(self.pid, 0)
+        except (ProcessLookupError, PermissionError):  # gone (a PermissionError: the pid was reused)
+            return False
+        return True
+
+    def _signal(self, sig: int) -> None:
+        try:
+            if self._pidfd is not None:
+                signal.pidfd_send_signal(self._pidfd, sig)
+            else:
+                os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _end(self) -> None:
+        """SIGTERM, then SIGKILL if it has not ended within END_WAIT_S (at once without a pidfd to wait on)."""
+        self._signal(signal.SIGTERM)
+        if self._pidfd is not None and _exited(self._pidfd, END_WAIT_S):
+            return
+        self._signal(signal.SIGKILL)
+        if self._pidfd is not None:
+            _exited(self._pidfd, END_WAIT_S)
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
@@ -130,15 +212,20 @@ class WarmJob:
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
-            os.kill(self.pid, sig)
+            self._signal(sig)
 
     def terminate(self) -> None:
-        if self.poll() is None:
-            self._process.terminate()
+        self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        if self.poll() is None:
-            self._process.kill()
+        self.send_signal(signal.SIGKILL)
+
+
+def _exited(pidfd: int, timeout: float) -> bool:
+    """Whether the process behind ``pidfd`` has ended (a pidfd turns readable then), waiting up to ``timeout``."""
+    poller = select.poll()  # not select.select: a runner with many files open has fds past FD_SETSIZE
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 class _Server:
@@ -203,13 +290,29 @@ class _Server:
             failed = f"{type(err).__name__}: {err}"
         finally:
             with self.lock:
-                if generation == self.generation:  # not a server replaced meanwhile
+                if generation == self.generation and self.failed is None:  # not replaced nor given up meanwhile
                     self.failed = failed
             ready.set()
 
     def finished(self) -> None:
         with self.lock:
             self.live = max(0, self.live - 1)
+
+    def died(self, pid: int) -> None:
+        """The server went away under a running job (ended now, pid ``pid``): said at once, jobs run plain."""
+        with self.lock:
+            self.failed = (f"the warm launcher's server died while job pid {pid} ran; "
+                           f"that job was ended and fails with code {SERVER_EXIT}")
+        _say_why_cold()
+
+    def give_up(self, generation: int, waited: float) -> None:
+        """A server not ready after ``waited`` s (stuck in its imports): ended, so later jobs do not wait again."""
+        with self.lock:
+            if generation != self.generation or self.ready.is_set():
+                return  # another server by now, or this one became ready meanwhile
+            self.failed = f"the warm server was not ready after {waited:g} s"
+            _end_server(reap=False)  # forkserver's _stop reaps it on a restart, _end_server at exit
+            self.ready.set()  # the other jobs waiting for it go on at once
 
 
 def _end_server(reap: bool = True) -> None:
@@ -241,13 +344,25 @@ def warm_up(jobs: list[str] | tuple[str, ...] = ()) -> bool:
         return False
     try:
         return _SERVER.start()
-    except Exception:  # noqa: BLE001 - a server that cannot start leaves the plain launcher in place
+    except Exception as err:  # noqa: BLE001 - a server that cannot start leaves the plain launcher in place
+        with _SERVER.lock:
+            _SERVER.failed = f"{type(err).__name__}: {err}"
         return False
 
 
-def ready(timeout: float = READY_TIMEOUT_S) -> bool:
-    """Wait until a started server has imported everything; True when jobs can be forked from it now."""
-    return _SERVER.env is not None and _SERVER.ready.wait(timeout) and _SERVER.usable_now()
+def ready(timeout: float | None = None) -> bool:
+    """Wait until a started server has imported everything; True when jobs can be forked from it now.
+
+    A server not ready within ``timeout`` (``READY_TIMEOUT_S`` by default) is ended and its failure kept,
+    so the next jobs run as plain processes at once instead of each waiting as long again."""
+    with _SERVER.lock:
+        started, event, generation = _SERVER.env is not None, _SERVER.ready, _SERVER.generation
+    if not started:
+        return False
+    waited = READY_TIMEOUT_S if timeout is None else timeout
+    if not event.wait(waited):
+        _SERVER.give_up(generation, waited)
+    return _SERVER.usable_now()
 
 
 def _warm_ready(job: str) -> bool:
@@ -274,7 +389,11 @@ def fork(target: Any, args: tuple, cmd: list[str]) -> WarmJob:
     except BaseException:
         _SERVER.finished()
         raise
-    return WarmJob(process, cmd)
+    try:
+        pidfd: int | None = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):  # an older kernel or Python: signals and liveness go by pid
+        pidfd = None
+    return WarmJob(process, cmd, pidfd)
 
 
 def launch(cmd: list[str]) -> subprocess.Popen | WarmJob:
@@ -284,11 +403,19 @@ def launch(cmd: list[str]) -> subprocess.Popen | WarmJob:
         _say_why_cold()
         return subprocess.Popen(cmd)
     try:
-        return fork(_run_job, (cmd[3:], dict(os.environ), os.getcwd(), _InheritedFd(1), _InheritedFd(2)), cmd)
+        args = (cmd[3:], dict(os.environ), os.getcwd(), _InheritedFd(1), _InheritedFd(2), _umask())
+        return fork(_run_job, args, cmd)
     except Exception as err:  # noqa: BLE001 - the server went away: this job runs as a plain process
         _SERVER.failed = f"the server could not fork a job ({type(err).__name__}: {err})"
         _say_why_cold()
         return subprocess.Popen(cmd)
+
+
+def _umask() -> int:
+    """The runner's umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _say_why_cold() -> None:

@@ -4,7 +4,8 @@ Importing this module pays, once per sweep, the ~3.4 s of imports each torch job
 (torch, transformers' model and generation code, accelerate, peft) and the report's pandas and
 matplotlib; every job forked from the server starts with them in memory. A package that is missing
 or fails to import is left out: the job then imports it itself and reports the error as it would
-in a plain process. Nothing here initialises CUDA or starts a thread pool, so forking stays safe.
+in a plain process. Nothing here should initialise CUDA or start a thread pool, so forking stays safe;
+a server in which CUDA ended up initialised all the same exits at once (its probe fails: jobs run plain).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import atexit
 import importlib
 import os
+import sys
 
 # Order matters a little: torch before what builds on it. The job modules themselves import their
 # heavy dependencies inside functions, so those are named here explicitly.
@@ -49,6 +51,11 @@ for _name in MODULES:
     except Exception as _err:  # noqa: BLE001 - an optional package: the job reports it itself
         FAILED[_name] = f"{type(_err).__name__}: {_err}".splitlines()[0]
 
+
+_torch = sys.modules.get("torch")
+if _torch is not None and _torch.cuda.is_initialized():  # forked jobs could not use CUDA: no server at all
+    print("note: importing for the warm launcher initialised CUDA; its server stops", file=sys.stderr, flush=True)
+    os._exit(3)  # the probe fails (the server went away), and every job runs as a plain process
 
 _SERVER_PID = os.getpid()
 
