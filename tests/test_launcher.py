@@ -191,7 +191,7 @@ def test_a_job_whose_server_dies_is_ended_with_it_and_fails_saying_why(ready_ser
     capfd.readouterr()
     job, _ = _blocking_job(tmp_path, "orphaned")
     os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)
-    assert job.wait(timeout=60) == launcher.SERVER_EXIT and job.poll() == launcher.SERVER_EXIT
+    assert job.wait(timeout=60) == launcher.SERVER_EXIT and job.poll() == launcher.SERVER_EXIT and job.lost_server
     assert _state(job.pid) in ("gone", "Z")  # ended (a zombie only until its new parent reaps it)
     assert ready_server.live == 0 and "server died" in ready_server.failed
     err = capfd.readouterr().err

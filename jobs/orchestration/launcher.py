@@ -40,13 +40,20 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import os
-import runpy
 import select
 import signal
 import subprocess
 import sys
 import threading
 from typing import Any
+
+from switchpoint.orchestration.warm_child import (  # noqa: F401 - _prepare_child: for the tests
+    VOLATILE_ENV,
+    _InheritedFd,
+    _noop,
+    _prepare_child,
+    _run_job,
+)
 
 ENV_SWITCH = "SWITCHPOINT_WARM_LAUNCHER"  # "0" runs every local job as a plain subprocess
 TORCH_JOBS = frozenset({"train", "infer-local"})  # jobs that import torch: worth waiting for the server
@@ -56,8 +63,6 @@ END_WAIT_S = 5.0  # how long a job orphaned by a dead server has to end on SIGTE
 SERVER_EXIT = 255  # what multiprocessing reports for a forked child whose server went away
 SWITCH_ON = frozenset({"1", "true", "yes", "on"})
 SWITCH_OFF = frozenset({"0", "false", "no", "off"})
-# Variables that change between otherwise equal environments and that no package reads at import.
-VOLATILE_ENV = frozenset({"PYTEST_CURRENT_TEST"})
 PRELOAD = ["switchpoint.orchestration.warm_imports", "switchpoint.orchestration.launcher"]
 
 __all__ = ["ENV_SWITCH", "TORCH_JOBS", "WarmJob", "enabled", "fork", "launch", "ready", "warm_up"]
@@ -98,59 +103,6 @@ def _vulnerable_python(version: tuple) -> bool:
     return tuple(version[:3]) < (3, 10, 9) or tuple(version[:3]) == (3, 11, 0)
 
 
-# --- the child side ----------------------------------------------------------------------------
-class _InheritedFd:
-    """A file descriptor sent to the forked job (pickled while multiprocessing launches it)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def __reduce__(self) -> tuple:
-        from multiprocessing import reduction
-
-        return (_received, (reduction.DupFd(self.fd),))
-
-
-def _received(dup: Any) -> int:
-    return dup.detach()
-
-
-def _prepare_child(stdout: int, stderr: int, umask: int) -> None:
-    """In the forked child: the runner's stdout, stderr and umask, and numpy's random state of its own."""
-    for fd, target in ((stdout, 1), (stderr, 2)):
-        if fd != target:
-            os.dup2(fd, target)
-            os.close(fd)
-    os.umask(umask)
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:  # forked children would all draw the server's sequence
-        numpy.random.seed()
-
-
-def _run_job(argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, umask: int) -> None:
-    """In the forked child: become ``python -m switchpoint <argv>`` and run it to its exit."""
-    _prepare_child(stdout, stderr, umask)
-    if hasattr(sys.stdout, "reconfigure"):  # line-buffered on a terminal, as Python sets up a process
-        sys.stdout.reconfigure(line_buffering=os.isatty(1))
-    # The server started with this environment (launch checks it); what its imports added stays, as it
-    # would in a process that imported them; the runner's values are set again all the same.
-    os.environ.update(env)
-    for name in VOLATILE_ENV - env.keys():
-        os.environ.pop(name, None)
-    os.chdir(cwd)
-    sys.argv = ["-m", *argv]  # runpy sets argv[0] to the package's __main__.py, as `python -m` does
-    try:
-        # Exactly what `python -m switchpoint` runs (click then names the program as it does there);
-        # the command ends in SystemExit(code).
-        runpy.run_module("switchpoint", run_name="__main__", alter_sys=True)
-    finally:
-        atexit._run_exitfuncs()  # what a plain interpreter runs at exit (the child ends in os._exit)
-
-
-def _noop() -> None:
-    """The readiness probe: returns once the server has imported everything and can fork."""
-
-
 # --- the runner side ---------------------------------------------------------------------------
 class WarmJob:
     """A job forked from the server, with the parts of ``subprocess.Popen`` the runners use."""
@@ -161,12 +113,14 @@ class WarmJob:
         self.pid: int = process.pid
         self._pidfd = pidfd  # the job itself, not a pid that could be reused once it is gone
         self.returncode: int | None = None
+        self.lost_server = False  # ended because the server died under it (the runner says so)
 
     def poll(self) -> int | None:
         if self.returncode is None and self._process.exitcode is not None:
             code = self._process.exitcode
             if code == SERVER_EXIT and self._alive():  # the server died, not the job: end it too
                 self._end()
+                self.lost_server = True
                 _SERVER.died(self.pid)
             self.returncode = code
             _SERVER.finished()

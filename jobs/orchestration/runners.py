@@ -230,6 +230,9 @@ def _execute(step: Step, run: Store, root: Path, cmd: list[str], *, backend: str
         if publisher:
             publisher.flush()  # failed training still keeps its finished adapters
         reason = _failure_reason(root, returncode)
+        if getattr(proc, "lost_server", False):
+            reason = ("the warm launcher's server died under the job, which was ended; run the step again "
+                      f"(or set {launcher.ENV_SWITCH}=0)")
         record_run(run, step, backend=backend, status="failed", wall_s=wall, billable_s=None, reason=reason)
         raise JobError(f"step {step.name} failed: {reason}")
     try:
