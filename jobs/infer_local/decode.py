@@ -20,7 +20,8 @@ build the processors (private names, pinned version: the parity tests catch a ch
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from switchpoint.core.contract import JobError
 
@@ -138,6 +139,34 @@ class Pool:
         return out.logits[:, -1].to(copy=True, dtype=torch.float32)
 
 
+class Picker:
+    """The next token of each running row: argmax, after the row's logits processors when the model's
+    generation config asks for any (each row seen as in its ``generate`` batch)."""
+
+    def __init__(self, rowwise: list[Any], prompts: list[list[int]], widths: list[int], batch_size: int,
+                 pad_id: int) -> None:
+        self.rowwise, self.prompts, self.widths = rowwise, prompts, widths
+        self.batch_size, self.pad_id = batch_size, pad_id
+
+    def pick(self, logits: Any, rows: list[int], new: list[list[int]]) -> Any:
+        import torch
+
+        if not any(self.rowwise):
+            return torch.argmax(logits, dim=-1)
+        scores = []
+        for k, i in enumerate(rows):
+            b = i // self.batch_size
+            padding = self.widths[b] - len(self.prompts[i])
+            for processor in self.rowwise[b]:
+                # generate tells the repetition penalty each row's left padding (prompt_ignore_length
+                # from the attention mask), so pad ids are never penalised: the same, one row at a time.
+                if hasattr(processor, "prompt_ignore_length"):
+                    processor.prompt_ignore_length = padding
+            as_generate = [self.pad_id] * padding + self.prompts[i] + new[i]
+            scores.append(self.rowwise[b](torch.tensor([as_generate], device=logits.device), logits[k:k + 1]))
+        return torch.argmax(torch.cat(scores), dim=-1)
+
+
 def greedy_decode(model: Any, prompts: list[list[int]], batch_size: int, max_new_tokens: int, ends: list[int],
                   pad_id: int, should_stop: Callable[[int, list[int]], bool],
                   on_forward: Callable[[int], None] | None = None,
@@ -159,24 +188,9 @@ def greedy_decode(model: Any, prompts: list[list[int]], batch_size: int, max_new
     lm = transformers_model(model)
     batches = [list(range(b, min(b + batch_size, len(prompts)))) for b in range(0, len(prompts), batch_size)]
     widths = [max(len(prompts[i]) for i in batch) for batch in batches]
-    rowwise = [greedy_processors(lm, torch.full((len(batch), width), pad_id, device=lm.device), ends, pad_id,
-                                 max_new_tokens) for batch, width in zip(batches, widths)]
-
-    def pick(logits: Any, rows: list[int]) -> Any:
-        if not any(rowwise):
-            return torch.argmax(logits, dim=-1)
-        scores = []
-        for k, i in enumerate(rows):
-            b = i // batch_size
-            padding = widths[b] - len(prompts[i])
-            for processor in rowwise[b]:
-                # generate tells the repetition penalty each row's left padding (prompt_ignore_length
-                # from the attention mask), so pad ids are never penalised: the same, one row at a time.
-                if hasattr(processor, "prompt_ignore_length"):
-                    processor.prompt_ignore_length = padding
-            as_generate = [pad_id] * padding + prompts[i] + new[i]
-            scores.append(rowwise[b](torch.tensor([as_generate], device=logits.device), logits[k:k + 1]))
-        return torch.argmax(torch.cat(scores), dim=-1)
+    picker = Picker([greedy_processors(lm, torch.full((len(batch), width), pad_id, device=lm.device), ends, pad_id,
+                                       max_new_tokens) for batch, width in zip(batches, widths)],
+                    prompts, widths, batch_size, pad_id)
 
     new: list[list[int]] = [[] for _ in prompts]
     pool, queue, logits = Pool(lm), list(range(len(prompts))), None
@@ -187,7 +201,7 @@ def greedy_decode(model: Any, prompts: list[list[int]], batch_size: int, max_new
                 on_forward(len(take))
             fresh = pool.prefill([prompts[i] for i in take], take, pad_id)
             logits = fresh if logits is None else torch.cat([logits, fresh])
-        tokens = pick(logits, pool.rows)
+        tokens = picker.pick(logits, pool.rows, new)
         keep = []
         for k, (i, token) in enumerate(zip(pool.rows, tokens.tolist())):
             new[i].append(token)
