@@ -220,17 +220,22 @@ def test_batch_needs_a_role_and_an_s3_prefix_and_enough_records(jsquad_data, bed
     assert bedrock_fake.submissions == 0
 
 
-def test_the_fake_speaks_the_bedrock_control_plane_through_boto3(s3_bucket, bedrock_fake):
-    s3 = boto3.client("s3")
+def _job_in_the_fake(s3_bucket: str, bedrock_fake, records: int, name: str, **create) -> tuple[str, list[str]]:
+    """A batch job of ``records`` small Claude requests created in the fake through boto3: (its ARN, the lines)."""
     lines = [json.dumps({"recordId": f"R{i:010d}", "modelInput": {"anthropic_version": "bedrock-2023-05-31",
-             "max_tokens": 8, "messages": [{"role": "user", "content": "質問：テスト"}]}}) for i in range(3)]
-    s3.put_object(Bucket=s3_bucket, Key="in/x.jsonl", Body="\n".join(lines).encode())
-    bedrock = boto3.client("bedrock")
+             "max_tokens": 8, "messages": [{"role": "user", "content": "質問：テスト"}]}}) for i in range(records)]
+    boto3.client("s3").put_object(Bucket=s3_bucket, Key=f"in/{name}.jsonl", Body="\n".join(lines).encode())
     bedrock_fake.configure(min_records=1, progress=("Submitted", "InProgress", "InProgress", "InProgress"))
-    arn = bedrock.create_model_invocation_job(
-        jobName="j1", roleArn=ROLE, modelId="anthropic.claude-3-haiku-20240307-v1:0",
-        inputDataConfig={"s3InputDataConfig": {"s3Uri": f"s3://{s3_bucket}/in/x.jsonl"}},
-        outputDataConfig={"s3OutputDataConfig": {"s3Uri": f"s3://{s3_bucket}/out/"}})["jobArn"]
+    arn = boto3.client("bedrock").create_model_invocation_job(
+        jobName=name, roleArn=ROLE, modelId="anthropic.claude-3-haiku-20240307-v1:0",
+        inputDataConfig={"s3InputDataConfig": {"s3Uri": f"s3://{s3_bucket}/in/{name}.jsonl"}},
+        outputDataConfig={"s3OutputDataConfig": {"s3Uri": f"s3://{s3_bucket}/out/"}}, **create)["jobArn"]
+    return arn, lines
+
+
+def test_the_fake_speaks_the_bedrock_control_plane_through_boto3(s3_bucket, bedrock_fake):
+    arn, lines = _job_in_the_fake(s3_bucket, bedrock_fake, 3, "j1")
+    bedrock = boto3.client("bedrock")
     assert bedrock.get_model_invocation_job(jobIdentifier=arn)["status"] == "InProgress"
     bedrock.stop_model_invocation_job(jobIdentifier=arn)
     assert [bedrock.get_model_invocation_job(jobIdentifier=arn)["status"] for _ in range(2)] == ["Stopping", "Stopped"]
@@ -244,17 +249,8 @@ def test_the_fake_speaks_the_bedrock_control_plane_through_boto3(s3_bucket, bedr
 
 
 def test_the_fakes_job_reports_its_timeout_and_counts_that_grow_while_it_runs(s3_bucket, bedrock_fake):
-    s3 = boto3.client("s3")
-    lines = [json.dumps({"recordId": f"R{i:010d}", "modelInput": {"anthropic_version": "bedrock-2023-05-31",
-             "max_tokens": 8, "messages": [{"role": "user", "content": "質問：テスト"}]}}) for i in range(8)]
-    s3.put_object(Bucket=s3_bucket, Key="in/y.jsonl", Body="\n".join(lines).encode())
-    bedrock = boto3.client("bedrock")
-    bedrock_fake.configure(min_records=1, progress=("Submitted", "InProgress", "InProgress", "InProgress"))
-    arn = bedrock.create_model_invocation_job(
-        jobName="j2", roleArn=ROLE, modelId="anthropic.claude-3-haiku-20240307-v1:0", timeoutDurationInHours=72,
-        inputDataConfig={"s3InputDataConfig": {"s3Uri": f"s3://{s3_bucket}/in/y.jsonl"}},
-        outputDataConfig={"s3OutputDataConfig": {"s3Uri": f"s3://{s3_bucket}/out/"}})["jobArn"]
-    replies = [bedrock.get_model_invocation_job(jobIdentifier=arn) for _ in range(4)]
+    arn, _ = _job_in_the_fake(s3_bucket, bedrock_fake, 8, "j2", timeoutDurationInHours=72)
+    replies = [boto3.client("bedrock").get_model_invocation_job(jobIdentifier=arn) for _ in range(4)]
     assert {r["timeoutDurationInHours"] for r in replies} == {72}
     counts = [r.get("processedRecordCount", 0) for r in replies]
     assert counts == sorted(counts) and 0 < counts[1] < 8 and replies[-1]["status"] == "Completed" and counts[-1] == 8
