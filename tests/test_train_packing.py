@@ -134,7 +134,7 @@ def test_length_grouping_is_the_default_and_cuts_the_padding_of_bundled_jsquad(j
     plain = loop.padded_fraction(lengths, loop.batch_schedule(128, steps, 4, seed=0), 4, group_by_length=False)
     grouped_schedule = loop.batch_schedule(128, steps, 4, seed=0, lengths=lengths)
     grouped = loop.padded_fraction(lengths, grouped_schedule, 4, group_by_length=True)
-    assert plain > 0.15 and grouped < 0.4 * plain  # measured: 26 % -> 4 % at N=256 (bench/bench_train.py)
+    assert plain > 0.15 and grouped < 0.4 * plain  # measured: 26 % -> 8 % at N=256 (bench/bench_train.py)
     assert grouped_schedule == loop.batch_schedule(128, steps, 4, seed=0, lengths=lengths)  # seeded
     assert loop.padded_fraction(lengths, grouped_schedule, 4, group_by_length=True, packing=True) == 0.0
 
