@@ -301,3 +301,27 @@ def test_a_warm_job_is_given_the_runners_umask_at_launch(monkeypatch):
     finally:
         os.umask(previous)
     assert sent[0][0] is launcher._run_job and sent[0][1][-1] == 0o027
+
+
+def test_a_forked_job_without_the_runners_go_never_runs(ready_server, tmp_path):
+    """If the runner gives a job up while the server forks it (Ctrl-C, or a fork error and a plain
+    process instead), the forked child must not run it as well."""
+    from switchpoint.orchestration import warm_child
+
+    marker = tmp_path / "ran"
+    go_read, go_write = os.pipe()
+    args = (["score", "--help"], dict(os.environ), str(tmp_path), launcher._InheritedFd(1), launcher._InheritedFd(2),
+            launcher._InheritedFd(go_read), 0o022)
+    job = launcher.fork(_touch_after_go, (str(marker), *args), switchpoint("score"))
+    os.close(go_read)
+    os.close(go_write)  # given up: no go byte
+    assert job.wait(timeout=60) == 0 and not marker.exists()
+    assert warm_child._run_job.__code__.co_varnames[:6] == ("argv", "env", "cwd", "stdout", "stderr", "go")
+
+
+def _touch_after_go(marker: str, argv, env, cwd, stdout, stderr, go, umask) -> None:
+    """_run_job's go, then a trace of having run instead of the command."""
+    from switchpoint.orchestration import warm_child
+
+    if warm_child._go(go):
+        open(marker, "w").close()

@@ -356,13 +356,20 @@ def launch(cmd: list[str]) -> subprocess.Popen | WarmJob:
     if not is_job or not _warm_ready(cmd[3]):
         _say_why_cold()
         return subprocess.Popen(cmd)
+    go_read, go_write = os.pipe()  # the child runs only once this runner holds it (warm_child._go)
     try:
-        args = (cmd[3:], dict(os.environ), os.getcwd(), _InheritedFd(1), _InheritedFd(2), _umask())
-        return fork(_run_job, args, cmd)
+        args = (cmd[3:], dict(os.environ), os.getcwd(), _InheritedFd(1), _InheritedFd(2), _InheritedFd(go_read),
+                _umask())
+        job = fork(_run_job, args, cmd)
+        os.write(go_write, b"1")
+        return job
     except Exception as err:  # noqa: BLE001 - the server went away: this job runs as a plain process
         _SERVER.failed = f"the server could not fork a job ({type(err).__name__}: {err})"
         _say_why_cold()
-        return subprocess.Popen(cmd)
+        return subprocess.Popen(cmd)  # a child forked meanwhile gets no go (the pipe closes) and never runs
+    finally:
+        os.close(go_read)
+        os.close(go_write)
 
 
 def _umask() -> int:

@@ -43,8 +43,21 @@ def _prepare_child(stdout: int, stderr: int, umask: int) -> None:
         numpy.random.seed()
 
 
-def _run_job(argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, umask: int) -> None:
-    """In the forked child: become ``python -m switchpoint <argv>`` and run it to its exit."""
+def _go(fd: int) -> bool:
+    """Wait for the runner's go: one byte once it holds this job; end of file when it gave the job up
+    (interrupted while the server forked, or started it as a plain process instead)."""
+    try:
+        return os.read(fd, 1) == b"1"
+    finally:
+        os.close(fd)
+
+
+def _run_job(argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, go: int,
+             umask: int) -> None:
+    """In the forked child: once the runner says go, become ``python -m switchpoint <argv>`` and run it
+    to its exit. Without the go it returns at once: a job nobody waits for must not run (twice)."""
+    if not _go(go):
+        return
     _prepare_child(stdout, stderr, umask)
     if hasattr(sys.stdout, "reconfigure"):  # line-buffered on a terminal, as Python sets up a process
         sys.stdout.reconfigure(line_buffering=os.isatty(1))
