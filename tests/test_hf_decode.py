@@ -216,6 +216,15 @@ def test_a_generation_setting_that_needs_the_whole_batch_is_refused(bases, monke
         decode.greedy_processors(model, torch.tensor([[5, 6, 7]]), [2], 0, 4)
 
 
+def test_a_cache_implementation_the_loop_does_not_use_is_refused(bases, monkeypatch):
+    import torch
+
+    model = bases["elyza-7b"].model
+    monkeypatch.setattr(model.generation_config, "cache_implementation", "quantized")
+    with pytest.raises(JobError, match="cache_implementation=quantized"):
+        decode.greedy_processors(model, torch.tensor([[5, 6, 7]]), [2], 0, 4)
+
+
 def test_a_sliding_window_cache_is_never_padded_so_batches_run_one_after_another(jsquad_data):
     """A sliding-window layer keeps only its last tokens, so rows cannot join it padded: each of
     generate's batches runs alone (finished rows still leave), with generate's tokens."""

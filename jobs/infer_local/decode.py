@@ -53,6 +53,9 @@ def greedy_processors(lm: Any, input_ids: Any, ends: list[int], pad_id: int, max
     processors = lm._get_logits_processor(config, input_ids_seq_length=input_ids.shape[1],
                                           encoder_input_ids=input_ids, device=input_ids.device, model_kwargs={})
     unsupported = [type(p).__name__ for p in processors if type(p).__name__ not in ROW_WISE_PROCESSORS]
+    cache = getattr(config, "cache_implementation", None)
+    if cache not in (None, "dynamic"):  # a quantized or offloaded cache would change (or move) the logits
+        unsupported.append(f"cache_implementation={cache}")
     if unsupported:
         raise JobError(f"the model's generation config asks for {', '.join(unsupported)}, which the hf engine's "
                        "decode loop cannot apply per row; remove it from generation_config.json")

@@ -97,7 +97,7 @@ def decide(setting: bool | str, found: Estimate | None, device_bytes: int | None
 def model_shape(model: Any, shards: int = 1) -> Shape:
     """The estimate's view of a loaded transformers model (config names differ between families);
     ``shards``: processes the weights are split over (FSDP), else 1."""
-    config = model.config
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     stored = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     hidden = int(config.hidden_size)
     intermediate = int(getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden)
