@@ -194,18 +194,20 @@ def write_predictions(path: Path, records: Iterable[dict[str, Any]]) -> int:
     return count
 
 
-def iter_predictions(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record) for each line; malformed JSON or a contract violation names file:line."""
+def iter_predictions(path: Path, display: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each line, checked once against the contract; malformed JSON or a
+    violation names file:line (``display``: the name to use for the file, e.g. its store URI)."""
     path = Path(path)
+    name = display or str(path)
     try:
         handle = path.open(encoding="utf-8")
     except OSError as err:
-        raise JobError(f"{path}: cannot read ({err.strerror or err})") from err
+        raise JobError(f"{name}: cannot read ({err.strerror or err})") from err
     with handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            yield lineno, parse_record(line, f"{path}:{lineno}")
+            yield lineno, parse_record(line, f"{name}:{lineno}")
 
 
 def read_predictions(path: Path) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 from switchpoint.core import manifests
 from switchpoint.core.contract import JobError
 from switchpoint.core.datafolder import load_task_from_data, read_jsonl
-from switchpoint.core.predictions import Arm, parse_record, prediction_files
+from switchpoint.core.predictions import Arm, iter_predictions, prediction_files
 from switchpoint.core.store import open_store
 from switchpoint.score import metrics
 
@@ -117,20 +117,6 @@ def arm_key(arm: Arm) -> tuple:
     return (arm.kind, arm.model, arm.n, arm.seed, arm.variant or "")
 
 
-def iter_records(source: InputFile) -> Iterable[tuple[str, dict]]:
-    """("file:line", record) of one predictions file, each record checked against the contract once."""
-    try:
-        handle = source.path.open(encoding="utf-8")
-    except OSError as err:
-        raise JobError(f"{source.display}: cannot read ({err.strerror or err})") from err
-    with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{source.display}:{lineno}"
-            yield where, parse_record(line, where)
-
-
 def read_records(inputs: Iterable[InputFile]) -> tuple[dict[Arm, ArmRecords], list[tuple[Arm, int]]]:
     """Arms with their records, validated; and the (arm, index) of every record in input order."""
     entries: dict[tuple, ArmRecords] = {}  # by the arm's field values: cheaper to hash than an Arm
@@ -155,7 +141,8 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _read_file(source: InputFile, entries: dict[tuple, ArmRecords], order: list[tuple[Arm, int]]) -> None:
-    for where, record in iter_records(source):
+    for lineno, record in iter_predictions(source.path, source.display):
+        where = f"{source.display}:{lineno}"
         fields = record["arm"]
         key = (fields["kind"], fields["model"], fields["n"], fields["seed"], fields["variant"])
         entry = entries.get(key)
