@@ -1,9 +1,11 @@
-"""The data job's real sources and settings: XL-Sum through the Hub's Parquet conversion (tested on
-local Parquet through the same code path), JSQuAD v1.1, and one-line errors for bad settings."""
+"""The data job's real sources and settings: XL-Sum through the Hub's Parquet conversion (a hub-cache
+replica of the dataset read offline through the real ``hf_hub_download`` path, and local Parquet
+through the same reader), JSQuAD v1.1, and one-line errors for bad settings."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,9 @@ from switchpoint.core.datafolder import (
 )
 from switchpoint.data.job import Settings, prepare
 from switchpoint.data.sources import parquet_location
+
+sys.path.insert(0, str(Path(__file__).parent / "replicas"))
+from build import build_dataset  # noqa: E402
 
 XLSUM_COLUMNS = ["id", "url", "title", "summary", "text"]  # the columns of csebuetnlp/xlsum's Parquet files
 
@@ -75,7 +80,60 @@ def test_local_parquet_with_xlsums_columns_goes_through_the_same_reader(tmp_path
     assert len(read_train_set(out, 0, 4)) == 4
 
 
-def test_unreachable_hub_parquet_is_one_line_pointing_to_smoke(tmp_path):
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch) -> Path:
+    """An empty private hub cache, offline (huggingface_hub reads its constants at import time)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def _xlsum_replica(cache: Path, tmp_path: Path, revision: str = "refs/convert/parquet") -> None:
+    """csebuetnlp/xlsum's Parquet conversion as the hub cache holds it after a download: the files at
+    their Hub paths in a snapshot, the branch ``refs/convert/parquet`` naming the commit."""
+    files = {}
+    for split, name, count in (("train", "train.jsonl", 60), ("test", "eval.jsonl", 20), ("validation", "eval.jsonl", 5)):
+        path = _xlsum_parquet(tmp_path / "parquet" / split, "0000.parquet", _bundled(name)[:count])
+        files[f"japanese/{split}/0000.parquet"] = path.read_bytes()
+    build_dataset(cache, "csebuetnlp/xlsum", revision, files)
+
+
+def test_the_real_xlsum_task_reads_the_hubs_parquet_files_from_the_cache_offline(hub_cache, tmp_path):
+    _xlsum_replica(hub_cache, tmp_path)
+    out = tmp_path / "out"
+    info = prepare(Settings(task="xlsum", sizes=[0, 4], seeds=[0], source="remote"), out)
+    assert info["eval_count"] == 20 and info["train_source_count"] == 60  # test split for eval, train for train
+    first = _bundled("eval.jsonl")[0]
+    assert read_eval_set(out)[0] == {"id": first["id"], "title": first["title"], "text": first["text"],
+                                     "references": [first["summary"]]}
+
+
+def test_a_hub_parquet_file_cached_at_another_revision_is_not_read(hub_cache, tmp_path):
+    _xlsum_replica(hub_cache, tmp_path, revision="some-other-branch")
+    result = CliRunner().invoke(main, ["data", "--task", "xlsum", "--source", "remote", "--sizes", "0,2",
+                                       "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and not (tmp_path / "o" / "data.json").exists()
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("error: data: eval source hf://datasets/csebuetnlp/xlsum@refs%2Fconvert%2Fparquet/"
+                           "japanese/test/0000.parquet: cannot fetch it")
+
+
+def test_a_file_that_is_not_parquet_names_the_source(tmp_path):
+    task = _parquet_task(tmp_path)
+    (tmp_path / "japanese" / "test" / "0000.parquet").write_text("id,summary\n1,x\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["data", "--task", str(task), "--source", "remote", "--sizes", "0,2",
+                                       "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("error: data: eval source ") and ": not a readable Parquet file" in line
+
+
+def test_unreachable_hub_parquet_is_one_line_pointing_to_smoke(hub_cache, tmp_path):
     result = CliRunner().invoke(main, ["data", "--task", "xlsum", "--source", "remote", "--sizes", "0,2",
                                        "--out", str(tmp_path / "o")])
     assert result.exit_code == 1

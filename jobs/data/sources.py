@@ -1,9 +1,10 @@
 """Reading a task's sources into canonical records: files, URLs, the store, the Hub (Parquet).
 
 Real XL-Sum lives on the Hub as a loading-script dataset, which ``datasets`` 4+ refuses; the Hub's
-own Parquet conversion (branch ``refs/convert/parquet``) is read instead, with the ``datasets``
-parquet builder, from ``hf://datasets/<repo>@<revision>/<path>``. A local Parquet file goes through
-the very same function, which is how the tests check the Hub path offline.
+own Parquet conversion (branch ``refs/convert/parquet``) is read instead. Its file is fetched into the
+Hugging Face cache at the pinned revision (``hf_hub_download``: offline, the cached copy is used, as
+for the models) and read like any local Parquet file. The tests lay out a hub-cache replica of the
+dataset and run this very path with ``HF_HUB_OFFLINE=1``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def _read_local_or_remote(source: dict, role: str) -> tuple[bytes, str]:
 def read_source(source: dict, role: str) -> list[RawRow]:
     """Rows of a source: SQuAD-JSON flattened to one row per question, JSONL as is, Parquet, or a Hub split."""
     if source["format"] == "parquet":
-        return read_parquet(parquet_location(source), role)
+        return read_parquet(parquet_file(source, role), role, where=parquet_location(source))
     if source.get("type") == "hub" or source["format"] == "hub":
         return _read_hub(source, role)
     data, where = _read_local_or_remote(source, role)
@@ -96,20 +97,39 @@ def parquet_location(source: dict) -> str:
     raise JobError(f"source {source['uri']}: type {kind!r} cannot hold a Parquet file (use file, url or hub)")
 
 
-def read_parquet(location: str, role: str) -> list[RawRow]:
-    """Rows of one Parquet file through the ``datasets`` parquet builder (Hub and local alike)."""
+def parquet_file(source: dict, role: str) -> str:
+    """The local path of a Parquet source: a Hub file is fetched into the Hugging Face cache at its
+    pinned revision once (later runs, and offline runs, read the cached copy)."""
+    if source.get("type", "file") != "hub":
+        return parquet_location(source)
+    location = parquet_location(source)  # checks path and revision
     try:
-        import datasets
+        from huggingface_hub import hf_hub_download
     except ImportError as err:
-        raise JobError("a Parquet source needs the datasets library: pip install 'switchpoint[hub]'") from err
-    if "://" not in location and not Path(location).is_file():
-        raise JobError(f"{role} source {location}: cannot read (no such file)")
+        raise JobError("a Hub source needs huggingface_hub: pip install 'switchpoint[hub]'") from err
     try:
-        table = datasets.load_dataset("parquet", data_files={role: location}, split=role)
-    except Exception as err:
+        return hf_hub_download(source["uri"], source["path"], repo_type="dataset", revision=source["revision"])
+    except Exception as err:  # the Hub's errors (offline and not cached, no such repo/revision/file, HTTP)
         first = str(err).splitlines()[0] if str(err) else ""
-        raise JobError(f"{role} source {location}: cannot load it ({type(err).__name__}: {first}); {OFFLINE_HINT}") from err
-    return [RawRow(f"{location}#row{i}", dict(row)) for i, row in enumerate(table)]
+        raise JobError(f"{role} source {location}: cannot fetch it ({type(err).__name__}: {first}); {OFFLINE_HINT}") from err
+
+
+def read_parquet(path: str, role: str, where: str | None = None) -> list[RawRow]:
+    """Rows of one local Parquet file; ``where`` names it in errors and row addresses (the Hub address
+    for a Hub file)."""
+    where = where or path
+    if not Path(path).is_file():
+        raise JobError(f"{role} source {where}: cannot read (no such file)")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as err:
+        raise JobError("a Parquet source needs pyarrow: pip install 'switchpoint[hub]'") from err
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as err:  # pyarrow's ArrowInvalid / OSError on a file that is not Parquet
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise JobError(f"{role} source {where}: not a readable Parquet file ({type(err).__name__}: {first})") from err
+    return [RawRow(f"{where}#row{i}", row) for i, row in enumerate(rows)]
 
 
 def _flatten_squad(text: str, where: str) -> list[RawRow]:

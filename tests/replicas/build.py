@@ -163,20 +163,35 @@ def build_one(spec: ReplicaSpec, cache: Path, revision: str | None, sentences: l
         files["model.safetensors"] = (Path(tmp) / "model.safetensors").read_bytes()
     if not spec.ship_spm:  # the repository publishes its tokenizer.json only
         files = {name: blob for name, blob in files.items() if not name.endswith(".model")}
+    return lay_out(repo, commit, files, revision)
+
+
+def lay_out(repo: Path, commit: str, files: dict[str, bytes], revision: str | None) -> Path:
+    """huggingface_hub's cache layout: content-addressed blobs, a snapshot folder of relative links
+    (files may sit in sub-folders), and ``refs/<branch>`` files naming the commit (``refs/main``, and
+    the pinned branch itself, e.g. ``refs/refs/convert/parquet``)."""
     snapshot = repo / "snapshots" / commit
     (repo / "blobs").mkdir(parents=True, exist_ok=True)
-    snapshot.mkdir(parents=True, exist_ok=True)
     for name, blob in files.items():
         digest = hashlib.sha256(blob).hexdigest()
         (repo / "blobs" / digest).write_bytes(blob)
         link = snapshot / name
+        link.parent.mkdir(parents=True, exist_ok=True)
         link.unlink(missing_ok=True)
-        os.symlink(f"../../blobs/{digest}", link)
+        os.symlink(os.path.relpath(repo / "blobs" / digest, link.parent), link)
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     if revision and revision != "main" and commit != revision:
-        (repo / "refs" / revision).write_text(commit)
+        ref = repo / "refs" / revision
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(commit)
     return snapshot
+
+
+def build_dataset(cache: Path, repo_id: str, revision: str, files: dict[str, bytes]) -> Path:
+    """A dataset repository in the hub cache (``datasets--org--name``) at ``revision``."""
+    repo = Path(cache) / f"datasets--{repo_id.replace('/', '--')}"
+    return lay_out(repo, commit_for(repo_id, revision), files, revision)
 
 
 def build_all(cache: Path, revisions: dict[str, str | None]) -> dict[str, Path]:
