@@ -24,26 +24,17 @@ from switchpoint.data.job import Settings, prepare
 from switchpoint.data.sources import parquet_location
 
 sys.path.insert(0, str(Path(__file__).parent / "replicas"))
-from build import build_dataset  # noqa: E402
-
-XLSUM_COLUMNS = ["id", "url", "title", "summary", "text"]  # the columns of csebuetnlp/xlsum's Parquet files
-
+from build import build_xlsum, bundled_xlsum, xlsum_parquet  # noqa: E402
 
 def _xlsum_parquet(folder: Path, name: str, rows: list[dict]) -> Path:
-    """A Parquet file with XL-Sum's real columns, from bundled sample rows."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     folder.mkdir(parents=True, exist_ok=True)
-    table = pa.table({col: [r.get(col) or f"https://www.bbc.com/japanese/{r['id']}" for r in rows] for col in XLSUM_COLUMNS})
     path = folder / name
-    pq.write_table(table, path)
+    path.write_bytes(xlsum_parquet(rows))
     return path
 
 
 def _bundled(name: str) -> list[dict]:
-    text = (manifests.bundled_dir() / "xlsum" / name).read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return bundled_xlsum(name)
 
 
 def _parquet_task(tmp_path: Path) -> Path:
@@ -93,18 +84,8 @@ def hub_cache(tmp_path, monkeypatch) -> Path:
     return cache
 
 
-def _xlsum_replica(cache: Path, tmp_path: Path, revision: str = "refs/convert/parquet") -> None:
-    """csebuetnlp/xlsum's Parquet conversion as the hub cache holds it after a download: the files at
-    their Hub paths in a snapshot, the branch ``refs/convert/parquet`` naming the commit."""
-    files = {}
-    for split, name, count in (("train", "train.jsonl", 60), ("test", "eval.jsonl", 20), ("validation", "eval.jsonl", 5)):
-        path = _xlsum_parquet(tmp_path / "parquet" / split, "0000.parquet", _bundled(name)[:count])
-        files[f"japanese/{split}/0000.parquet"] = path.read_bytes()
-    build_dataset(cache, "csebuetnlp/xlsum", revision, files)
-
-
 def test_the_real_xlsum_task_reads_the_hubs_parquet_files_from_the_cache_offline(hub_cache, tmp_path):
-    _xlsum_replica(hub_cache, tmp_path)
+    build_xlsum(hub_cache)
     out = tmp_path / "out"
     info = prepare(Settings(task="xlsum", sizes=[0, 4], seeds=[0], source="remote"), out)
     assert info["eval_count"] == 20 and info["train_source_count"] == 60  # test split for eval, train for train
@@ -114,7 +95,7 @@ def test_the_real_xlsum_task_reads_the_hubs_parquet_files_from_the_cache_offline
 
 
 def test_a_hub_parquet_file_cached_at_another_revision_is_not_read(hub_cache, tmp_path):
-    _xlsum_replica(hub_cache, tmp_path, revision="some-other-branch")
+    build_xlsum(hub_cache, revision="some-other-branch")
     result = CliRunner().invoke(main, ["data", "--task", "xlsum", "--source", "remote", "--sizes", "0,2",
                                        "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and not (tmp_path / "o" / "data.json").exists()

@@ -69,6 +69,10 @@ def test_docker_command_mounts_the_layout_and_passes_secrets_by_name_only(tmp_pa
     assert "AWS_SECRET_ACCESS_KEY" in train and not any("do-not-print-me" in part for part in train)
     score = backends.docker_command(steps["score"], tmp_path / "root", "img/score:1")
     assert "--gpus" not in score
+    # model jobs share this host's hub cache (one download; a filled cache serves an offline host)
+    cache = backends.host_hub_cache()
+    assert train[train.index(f"{cache}:/opt/hf-hub-cache") + 1:][:2] == ["-e", "HF_HUB_CACHE=/opt/hf-hub-cache"]
+    assert cache.is_dir() and not any("hf-hub-cache" in part for part in score)
     assert score[score.index("img/score:1") + 1:] == ["score", "--task", "/opt/ml/processing/input/data", "--bootstrap", "10000"]
 
 
@@ -224,7 +228,8 @@ def test_job_names_are_unique_and_short():
     assert len(names) == 50 and all(len(n) <= 63 and n.replace("-", "").isalnum() for n in names)
 
 
-def test_default_sweep_offline_stops_at_once_naming_what_it_cannot_reach():
+def test_default_sweep_offline_stops_at_once_naming_what_it_cannot_reach(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # the Hub is tried (and unreachable), not ruled out
     sweep, task = manifests.load_sweep("default"), manifests.load_task("xlsum")
     with pytest.raises(JobError) as err:
         preflight(sweep, task, check=lambda host: False)

@@ -197,7 +197,8 @@ def test_batch_needs_the_models_support_and_a_bedrock_role_and_prefix(tmp_path, 
     assert len(problems) == 1 and "at fewshot_api (mode batch)" in problems[0] and "--role-arn" in problems[0]
 
 
-def test_network_is_checked_only_for_what_runs_on_this_machine():
+def test_network_is_checked_only_for_what_runs_on_this_machine(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # the Hub is tried, not ruled out
     sweep, task = manifests.load_sweep("default"), manifests.load_task("xlsum")
     local = needed_hosts(sweep, task)
     assert any("Qwen/Qwen2.5-1.5B-Instruct" in need for need in local["huggingface.co"])

@@ -3,14 +3,15 @@
 It builds every job's arguments for the chosen backend and parses them with that job's own settings
 model, checks every arm (API mode and availability, shots prepared, context windows, engine support
 and quantisation, GPU memory against the instance), prices the sweep and holds the API arms to
-``max_usd``, and checks the network only for what runs on this machine. With the sagemaker backend
-every job spec is checked with botocore's own parameter validation. ``run sweep`` calls
+``max_usd``, and checks the network only for what runs on this machine and its Hugging Face cache
+lacks. With the sagemaker backend every job spec is checked with botocore's own parameter validation. ``run sweep`` calls
 ``preflight`` first and stops on any problem.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,17 +52,46 @@ class Findings:
 
 
 # --- network: only what runs on this machine ----------------------------------------------------
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as huggingface_hub reads it: the jobs take what the cache holds, nothing else."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_cached(repo_id: str, revision: str | None, files: tuple[str, ...], repo_type: str = "model",
+               any_of: tuple[str, ...] = ()) -> bool:
+    """Whether this machine's Hugging Face cache holds ``files`` (and one of ``any_of``) of the repository
+    at ``revision``: a job that finds them there needs no network (huggingface_hub falls back to the
+    cache). The local runner and docker (which mounts this cache) share it."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+
+    def held(name: str) -> bool:
+        return isinstance(try_to_load_from_cache(repo_id, name, revision=revision or "main", repo_type=repo_type), str)
+
+    return all(held(f) for f in files) and (not any_of or any(held(f) for f in any_of))
+
+
 def needed_hosts(sweep: dict, task: dict, *, backend: str = "local", data_done: bool = False) -> dict[str, list[str]]:
     """Hosts this machine must reach, with what needs each: the models when jobs run here (local,
-    docker), the data sources when the data step (always run here) is still to do."""
+    docker) and this machine's Hugging Face cache lacks them, the data sources when the data step
+    (always run here) is still to do and the cache lacks them."""
     hosts: dict[str, list[str]] = {}
     if backend != "sagemaker":
         for entry in model_entries(sweep).values():
-            if entry["source"] == "hub":
+            if entry["source"] == "hub" and not hub_cached(entry["hub_id"], entry.get("revision"), ("config.json",),
+                                                           any_of=WEIGHT_FILES):
                 hosts.setdefault(HUB_HOST, []).append(f"model {entry['hub_id']}")
     if sweep["data"]["source"] == "remote" and not data_done:
         for role, source in task["sources"].items():
             if source.get("type") == "hub":
+                if source.get("format") == "parquet" and source.get("path") and hub_cached(
+                        source["uri"], source.get("revision"), (source["path"],), repo_type="dataset"):
+                    continue
                 hosts.setdefault(HUB_HOST, []).append(f"{role} data {source['uri']}")
             elif source.get("type") == "url":
                 host = urlparse(source["uri"]).hostname or source["uri"]
@@ -70,6 +100,8 @@ def needed_hosts(sweep: dict, task: dict, *, backend: str = "local", data_done: 
 
 
 def reachable(host: str, port: int = 443, timeout: float = 5.0) -> bool:
+    if host == HUB_HOST and hub_offline():
+        return False  # the jobs would not try it
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -79,12 +111,16 @@ def reachable(host: str, port: int = 443, timeout: float = 5.0) -> bool:
 
 def _network(sweep: dict, task: dict, backend: str, data_done: bool, check: Callable[[str], bool],
              found: Findings) -> None:
-    missing = {host: needs for host, needs in needed_hosts(sweep, task, backend=backend, data_done=data_done).items()
-               if not check(host)}
+    hosts = needed_hosts(sweep, task, backend=backend, data_done=data_done)
+    missing = {host: needs for host, needs in hosts.items() if not check(host)}
+    smoke = (f"Offline, run the bundled data and a tiny model with SWEEP=smoke "
+             f"(make sweep TASK={task['name']} SWEEP=smoke)")
+    if HUB_HOST in missing and hub_offline():
+        found.problem(f"HF_HUB_OFFLINE is set and this machine's Hugging Face cache lacks {', '.join(missing.pop(HUB_HOST))} "
+                      f"at the pinned revision: download them first (hf download <id> --revision <rev>), or unset it. {smoke}")
     if missing:
         detail = "; ".join(f"{host} (for {', '.join(needs)})" for host, needs in missing.items())
-        found.problem(f"cannot reach {detail}. Offline, run the bundled data and a tiny model with SWEEP=smoke "
-                      f"(make sweep TASK={task['name']} SWEEP=smoke)")
+        found.problem(f"cannot reach {detail}. {smoke}")
 
 
 # --- the whole pre-flight -------------------------------------------------------------------------

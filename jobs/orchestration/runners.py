@@ -41,6 +41,8 @@ from switchpoint.orchestration.steps import ML_ROOT, RUN_STORE, Step
 from switchpoint.orchestration.workdirs import staging_dir
 
 CONTAINER_ROOT = DEFAULT_ROOT  # where a container sees the job layout
+CONTAINER_HUB_CACHE = "/opt/hf-hub-cache"  # where a container sees this host's Hugging Face hub cache
+MODEL_IMAGES = ("train", "infer-local")  # the images whose jobs load Hub models
 POLL_S = 5.0  # how often a runner looks for finished adapters while its job runs
 # Passed to containers by name only (docker takes the value from this environment), so no secret
 # ever appears in a command line, a log or an image.
@@ -279,11 +281,23 @@ def container_name(step: Step) -> str:
     return job_name(step, "docker")
 
 
+def host_hub_cache() -> Path:
+    """This machine's Hugging Face hub cache, where ``plan`` looks for the models a docker job loads."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # an orchestration-only install: huggingface_hub's own rule
+        home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+        return Path(os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub")).expanduser()
+    return Path(constants.HF_HUB_CACHE).expanduser()
+
+
 def docker_command(step: Step, root: Path, image: str, name: str | None = None, run: Store | None = None) -> list[str]:
     """``docker run`` of the job's image with the staged folder at /opt/ml, as the host user (GPU jobs get --gpus all).
 
     A step that writes to its run's store (``RUN_STORE`` in its arguments) sees an s3:// store as it
-    is, and a local store's run folder mounted at ``/opt/ml/run-store``.
+    is, and a local store's run folder mounted at ``/opt/ml/run-store``. Train and infer-local jobs
+    share this host's Hugging Face hub cache (mounted, ``HF_HUB_CACHE`` set), so a model is
+    downloaded once, not per container, and a cache filled beforehand serves an offline host.
     """
     cmd = ["docker", "run", "--rm", "--name", name or container_name(step),
            "--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{root}:{CONTAINER_ROOT}"]
@@ -293,6 +307,10 @@ def docker_command(step: Step, root: Path, image: str, name: str | None = None, 
         run_store = RUN_STORE_MOUNT
     if step.gpu:
         cmd += ["--gpus", "all", "--shm-size", "16g"]
+    if step.image in MODEL_IMAGES:  # one download of a model serves every job and run on this host
+        cache = host_hub_cache()
+        cache.mkdir(parents=True, exist_ok=True)  # else docker creates it, owned by root
+        cmd += ["-v", f"{cache}:{CONTAINER_HUB_CACHE}", "-e", f"HF_HUB_CACHE={CONTAINER_HUB_CACHE}"]
     for env in PASSTHROUGH_ENV:
         if env in os.environ:
             cmd += ["-e", env]

@@ -194,6 +194,36 @@ def build_dataset(cache: Path, repo_id: str, revision: str, files: dict[str, byt
     return lay_out(repo, commit_for(repo_id, revision), files, revision)
 
 
+XLSUM_COLUMNS = ["id", "url", "title", "summary", "text"]  # the columns of csebuetnlp/xlsum's Parquet files
+
+
+def xlsum_parquet(rows: list[dict]) -> bytes:
+    """A Parquet file with XL-Sum's real columns (all strings), from bundled sample rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({col: [r.get(col) or f"https://www.bbc.com/japanese/{r['id']}" for r in rows]
+                      for col in XLSUM_COLUMNS})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def bundled_xlsum(name: str) -> list[dict]:
+    text = (REPO / "manifests" / "data" / "xlsum" / name).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def build_xlsum(cache: Path, revision: str = "refs/convert/parquet") -> Path:
+    """csebuetnlp/xlsum's Parquet conversion as the hub cache holds it after a download: the Japanese
+    files at their Hub paths (``japanese/{train,validation,test}/0000.parquet``; 60/5/20 bundled rows),
+    the branch naming the commit."""
+    counts = {"train": ("train.jsonl", 60), "validation": ("eval.jsonl", 5), "test": ("eval.jsonl", 20)}
+    files = {f"japanese/{split}/0000.parquet": xlsum_parquet(bundled_xlsum(name)[:count])
+             for split, (name, count) in counts.items()}
+    return build_dataset(cache, "csebuetnlp/xlsum", revision, files)
+
+
 def build_all(cache: Path, revisions: dict[str, str | None]) -> dict[str, Path]:
     """Build every replica into ``cache``; ``revisions`` maps Hub id -> models.yaml's revision."""
     cache = Path(cache)
