@@ -173,6 +173,22 @@ def test_newlines_survive_both_ways(hub, jsquad_data, name):
 
 
 @pytest.mark.parametrize("name", HUB_MODELS)
+def test_the_training_answer_is_exactly_its_text_after_the_prompt(hub, jsquad_data, name):
+    """A tokenizer with a dummy prefix (ELYZA's Llama, llm-jp's normaliser) starts a text encoded alone
+    with a "▁": a target encoded alone would teach the model a space the answer does not have."""
+    _, entry, base, example, text = _example_and_prompt(name, jsquad_data)
+    tok = base.tokenizer
+    prompt_ids = prompts.encode_prompt(tok, entry, text)
+    for answer in ("東京", "東京 タワー", "Tokyo"):
+        target = prompts.encode_answer(tok, entry, answer, text)
+        assert target[-1] == tok.eos_token_id
+        assert tok.decode(prompt_ids + target[:-1]) == tok.decode(prompt_ids) + prompts.to_model_text(entry, answer)
+        # without the prompt (a seam that merges), the answer is tokenised after a newline: no dummy prefix either
+        alone = prompts.encode_answer(tok, entry, answer)
+        assert tok.decode(prompt_ids + alone[:-1]) == tok.decode(prompt_ids) + prompts.to_model_text(entry, answer)
+
+
+@pytest.mark.parametrize("name", HUB_MODELS)
 def test_training_prompt_ids_equal_inference_prompt_ids(hub, jsquad_data, xlsum_data, name):
     from switchpoint.infer_local.passes import Pass, build_prompts
     from switchpoint.train.loop import encode_example
@@ -188,7 +204,9 @@ def test_training_prompt_ids_equal_inference_prompt_ids(hub, jsquad_data, xlsum_
         n = len(p.prompt_ids[0])
         assert encoded["input_ids"][:n] == p.prompt_ids[0] and encoded["labels"][:n] == [-100] * n
         # Too long for both: the same function cuts the article, so equal budgets give equal ids.
-        answer = prompts.encode_answer(base.tokenizer, entry, prompts.answer_text(example))
+        answer = prompts.encode_answer(base.tokenizer, entry, prompts.answer_text(example),
+                                       prompts.model_prompt(task, entry, example, (), base.tokenizer))
+        assert encoded["input_ids"][n:] == answer
         budget = n - 12
         short = Pass(None, None, [])
         build_prompts(short, task, entry, [example], data_dir, base.tokenizer, budget=budget)

@@ -9,7 +9,8 @@ rinna-bilingual, llama2/elyza, plain).
 The model contract, one place for every job and engine: ``encode_prompt`` tokenises a prompt
 without the tokenizer's special tokens and adds a BOS only where the card does (models.yaml
 ``add_bos``), never an EOS; ``encode_answer`` writes a training target in the model's newline
-convention (``newline``, rinna-3.6b's ``<NL>``) and ends it with the EOS; ``decode_generation``
+convention (``newline``, rinna-3.6b's ``<NL>``), tokenised as it continues the prompt (no dummy-prefix
+space), and ends it with the EOS; ``decode_generation``
 turns generated ids back into plain text (no special tokens, ``\n`` newlines) before stop strings
 and ``postprocess``; ``fit_prompt`` shortens only the input field of an over-long prompt, for
 training (``fit_training_example``) and inference alike, so both see the same prompt ids.
@@ -243,12 +244,26 @@ def from_model_text(entry: dict, text: str) -> str:
     return text.replace(newline, "\n") if newline else text
 
 
-def encode_answer(tokenizer: Any, entry: dict, answer: str) -> list[int]:
-    """Training target ids: the answer in the model's newline convention, then the end-of-turn token."""
+def encode_answer(tokenizer: Any, entry: dict, answer: str, prompt_text: str | None = None) -> list[int]:
+    """Training target ids: the answer in the model's newline convention, tokenised as it continues
+    ``prompt_text``, then the end-of-turn token.
+
+    Encoded on its own, the answer would get a tokenizer's dummy prefix (Llama's sentencepiece,
+    llm-jp's normaliser): a leading "▁" the text does not have, so the model would learn to write a
+    space. Its ids are instead those the prompt and the answer get together, past the prompt's own.
+    Where the two merge at the seam (a prompt ending in a space that the answer's first piece takes),
+    the answer is tokenised after a newline, which no piece crosses, and the newline's ids dropped.
+    """
     eos = getattr(tokenizer, "eos_token_id", None)
     if eos is None:
         raise JobError(f"model {entry.get('name')!r}: the tokenizer has no EOS token to end a training answer with")
-    return [*tokenizer(to_model_text(entry, answer), add_special_tokens=False)["input_ids"], eos]
+    text = to_model_text(entry, answer)
+    for context in ([prompt_text] if prompt_text else []) + ["\n"]:
+        before = tokenizer(context, add_special_tokens=False)["input_ids"]
+        joint = tokenizer(context + text, add_special_tokens=False)["input_ids"]
+        if joint[:len(before)] == before:
+            return [*joint[len(before):], eos]
+    return [*tokenizer(text, add_special_tokens=False)["input_ids"], eos]
 
 
 def decode_generation(tokenizer: Any, entry: dict, ids: Sequence[int], stop_ids: Sequence[int] = ()) -> str:
@@ -313,7 +328,8 @@ def fit_training_example(task: dict, entry: dict, example: dict, tokenizer: Any,
     The answer (with its end token) is kept whole and the prompt fitted by ``fit_prompt`` in what is
     left; only when the prompt cannot shrink enough is the answer cut at its end.
     """
-    answer = encode_answer(tokenizer, entry, answer_text(example))
+    # The whole prompt's seam is the fitted one's: a cut only shortens the input field before it.
+    answer = encode_answer(tokenizer, entry, answer_text(example), model_prompt(task, entry, example, (), tokenizer))
     fitted = fit_prompt(task, entry, example, (), tokenizer, cutoff_len - len(answer))
     if fitted is None:
         floor = minimal_prompt_length(task, entry, example, (), tokenizer)

@@ -8,8 +8,10 @@ pipeline its real repository publishes (SOURCES.md says where each was read):
 - ``llama-legacy`` (ELYZA, converted by transformers 4.3x's LlamaConverter): BPE with byte fallback,
   normalizer ``Prepend("▁")`` + ``Replace(" ", "▁")``, no pre-tokenizer, decoder that strips the
   leading space, post-processor ``<s> $A``.
-- ``llmjp3`` (llm-jp-3, converted from llm-jp-tokenizer v3.0): Unigram with byte fallback, normalizer
-  ``Replace(" ", "▁")`` only (no dummy prefix), no pre-tokenizer, decoder ByteFallback/Replace/Fuse.
+- ``llmjp3`` (llm-jp-3, llm-jp-tokenizer v3.0b2's tokenizer.json): Unigram with byte fallback; normalizer
+  ``Replace(Regex("(?<!\\n)^"), "▁")`` (a dummy prefix at the text's start) then ``Replace(" ", "▁")``;
+  no pre-tokenizer; post-processor ``<s> $A`` (pair ``<s> $A <s> $B``); decoder ByteFallback,
+  ``Replace("▁", " ")``, Fuse, ``Replace(Regex("(?<!\\n)^ "), "")``.
 - ``metaspace-never`` (sarashina2.2): Unigram with byte fallback, no normalizer, pre-tokenizer
   ``Metaspace(prepend_scheme="never", split=False)``, decoder Replace/ByteFallback/Fuse.
 
@@ -54,8 +56,15 @@ def _pipeline(tok, kind: str, bos: str) -> None:
         tok.post_processor = processors.TemplateProcessing(
             single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, tok.token_to_id(bos))])
     elif kind == "llmjp3":
-        tok.normalizer = normalizers.Sequence([normalizers.Replace(" ", REPLACEMENT)])
-        tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Replace(REPLACEMENT, " "), decoders.Fuse()])
+        from tokenizers import Regex
+
+        # A dummy prefix as a regex: `^` is a line start in Oniguruma, `(?<!\n)` keeps it to the text's start.
+        tok.normalizer = normalizers.Sequence([normalizers.Replace(Regex("(?<!\n)^"), REPLACEMENT),
+                                               normalizers.Replace(Regex(" "), REPLACEMENT)])
+        tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Replace(Regex(REPLACEMENT), " "),
+                                         decoders.Fuse(), decoders.Replace(Regex("(?<!\n)^ "), "")])
+        tok.post_processor = processors.TemplateProcessing(  # v3.0b2: "add bos instead of eos"
+            single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, tok.token_to_id(bos))])
     elif kind == "metaspace-never":
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=REPLACEMENT, prepend_scheme="never", split=False)
         tok.decoder = decoders.Sequence([decoders.Replace(REPLACEMENT, " "), decoders.ByteFallback(), decoders.Fuse()])
