@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from switchpoint.core import manifests, modeling, prompts
+from switchpoint.core.contract import JobError
 from switchpoint.core.datafolder import (
     load_task_from_data,
     read_eval_set,
@@ -323,6 +324,21 @@ def test_lm_eval_engine_sees_the_same_prompt_ids_and_gives_the_hf_predictions(hu
     for f in files:
         hf = [r["prediction"] for r in read_predictions(tmp_path / "hf" / f)]
         assert hf == [r["prediction"] for r in read_predictions(tmp_path / "lm" / f)]
+
+
+def test_tokenizer_json_asked_for_but_not_published_is_one_clear_error(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from build import build_one, corpus
+
+    entry = {**manifests.get_model("sarashina2.2-1b-instruct"), "name": "sarashina2.2-1b-instruct"}
+    snapshot = build_one(SPECS[entry["hub_id"]], tmp_path, entry["revision"], corpus(200))
+    (snapshot / "tokenizer.json").unlink()  # a repository that ships tokenizer.model only
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(JobError, match=r"says tokenizer: tokenizer-json, but sbintuitions/sarashina2.2-1b-instruct-v0.1 "
+                                       r"\(revision 08cf5a8\w+\) has no tokenizer.json"):
+        modeling.load_tokenizer(entry)
 
 
 def test_sarashinas_published_tokenizer_json_gives_the_ids_not_transformers_rebuild(hub, jsquad_data):

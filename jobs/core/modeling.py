@@ -157,7 +157,13 @@ def load_tokenizer(entry: dict) -> Any:
         # Unigram, no dummy prefix). transformers 5 rebuilds a LlamaTokenizer's pipeline from the class instead:
         # a BPE made from tokenizer.model that puts "▁" in front of every text.
         from transformers import PreTrainedTokenizerFast
+        from transformers.utils import cached_file
 
+        if cached_file(where, "tokenizer.json", revision=entry.get("revision"),
+                       _raise_exceptions_for_missing_entries=False) is None:
+            raise JobError(f"model {entry.get('name', where)!r}: models.yaml says tokenizer: tokenizer-json, but {where} "
+                           f"(revision {entry.get('revision') or 'main'}) has no tokenizer.json; remove that key to "
+                           "load the tokenizer the repository's config names")
         tokenizer = PreTrainedTokenizerFast.from_pretrained(where, revision=entry.get("revision"))
     else:
         tokenizer = AutoTokenizer.from_pretrained(where, revision=entry.get("revision"),

@@ -109,10 +109,17 @@ def _llama(vocab: int, ctx: int, bos: int = 1, eos: int = 2, **extra) -> dict:
             "vocab_size": vocab, **TINY, **extra}
 
 
-LLAMA2_TOKENIZER_CONFIG = {
-    "add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "clean_up_tokenization_spaces": False,
-    "eos_token": "</s>", "legacy": False, "model_max_length": 1000000000000000019884624838656, "pad_token": None,
-    "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>"}
+# ELYZA's specials as published: AddedToken dicts, not normalized.
+ELYZA_ADDED = {t: {"content": c, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
+               for t, c in (("bos_token", "<s>"), ("eos_token", "</s>"), ("unk_token", "<unk>"))}
+# The 725-byte tokenizer_config.json of the ELYZA-japanese-Llama-2-7b family (keys in the published
+# order): no add_bos_token/add_eos_token keys (LlamaTokenizer's defaults apply), pad null.
+ELYZA_TOKENIZER_CONFIG = {
+    "bos_token": {"__type": "AddedToken", **ELYZA_ADDED["bos_token"]}, "clean_up_tokenization_spaces": False,
+    "eos_token": {"__type": "AddedToken", **ELYZA_ADDED["eos_token"]}, "legacy": False,
+    "model_max_length": 1000000000000000019884624838656, "pad_token": None, "padding_side": "right",
+    "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer",
+    "unk_token": {"__type": "AddedToken", **ELYZA_ADDED["unk_token"]}}
 LLAMA_SPM = {"model_type": "bpe", "byte_fallback": True, "split_digits": True, "add_dummy_prefix": True,
              "normalization_rule_name": "identity", "remove_extra_whitespaces": False,
              "allow_whitespace_only_pieces": True, "unk_id": 0, "bos_id": 1, "eos_id": 2, "pad_id": -1}
@@ -171,8 +178,10 @@ SPECS: dict[str, ReplicaSpec] = {s.hub_id: s for s in [
         hub_id="elyza/ELYZA-japanese-Llama-2-7b-instruct", tokenizer_kind="spm-llama", tokenizer_file="tokenizer.model",
         config=_llama(32000, 4096, rms_norm_eps=1e-06, pad_token_id=0, torch_dtype="float16",
                       attention_bias=False, attention_dropout=0.0, transformers_version="4.37.2"), vocab_size=32000,
-        tokenizer_config=LLAMA2_TOKENIZER_CONFIG,
-        special_tokens_map={"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+        tokenizer_config=ELYZA_TOKENIZER_CONFIG,
+        # 437 bytes as published: pad is "</s>" (id 2), over tokenizer_config's null and config's 0.
+        special_tokens_map={"bos_token": ELYZA_ADDED["bos_token"], "eos_token": ELYZA_ADDED["eos_token"],
+                            "pad_token": "</s>", "unk_token": ELYZA_ADDED["unk_token"]},
         generation_config={"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0},
         specials={"<unk>": 0, "<s>": 1, "</s>": 2}, spm_options={**LLAMA_SPM},
         tokenizer_json="llama-legacy"),  # the repository ships tokenizer.json (1.84 MB) beside tokenizer.model
@@ -239,8 +248,12 @@ SPECS: dict[str, ReplicaSpec] = {s.hub_id: s for s in [
         # tokenizer.model (sentencepiece unigram, chat specials as CONTROL pieces) and tokenizer.json; GQA 16:8.
         hub_id="sbintuitions/sarashina2.2-1b-instruct-v0.1", tokenizer_kind="spm-unigram", tokenizer_file="tokenizer.model",
         tokenizer_json="metaspace-never",
-        config=_llama(102400, 8192, pad_token_id=3, tie_word_embeddings=False, num_key_value_heads=2), vocab_size=102400,
-        tokenizer_config={**LLAMA2_TOKENIZER_CONFIG, "add_bos_token": False, "pad_token": "<pad>",
+        config=_llama(102400, 8192, pad_token_id=3, tie_word_embeddings=False, num_key_value_heads=2,
+                      rope_theta=500000.0), vocab_size=102400,
+        tokenizer_config={"add_bos_token": False, "add_eos_token": False, "bos_token": "<s>",
+                          "clean_up_tokenization_spaces": False, "eos_token": "</s>", "legacy": False,
+                          "model_max_length": 1000000000000000019884624838656, "pad_token": "<pad>",
+                          "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>",
                           "chat_template": SARASHINA22_CHAT_TEMPLATE,
                           "additional_special_tokens": ["<|system|>", "<|assistant|>", "<|user|>"]},
         special_tokens_map={"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>",
