@@ -24,6 +24,7 @@ help:
 	@echo "make sweep TASK=jsquad SWEEP=smoke  offline end-to-end sweep (tiny model, bundled data)"
 	@echo "make sweep TASK=xlsum [SWEEP=default|study] [BACKEND=local|docker|sagemaker] [STORE=runs|s3://bucket/prefix]"
 	@echo "make plan|status ...              estimate cost before / show progress and spend during a sweep"
+	@echo "make plan ... OFFLINE=1           the pre-flight without network: no host tried, the store not read"
 	@echo "make data|train|infer-local|infer-bedrock|score|report ...   one step of the sweep"
 	@echo "make test | lint | bench | images | push"
 
@@ -56,7 +57,7 @@ bench: $(PY)
 	@echo "== every before/after ratio of this run (baseline in the same process):"; grep '^RATIO' $(BENCH_LOG)
 
 sweep plan status: $(PY)
-	$(if $(filter sweep,$@),$(SP) run sweep $(run_args),$(SP) $@ $(task_args)$(if $(filter plan,$@), --backend $(BACKEND)$(if $(REGISTRY), --registry $(REGISTRY))))
+	$(if $(filter sweep,$@),$(SP) run sweep $(run_args),$(SP) $@ $(task_args)$(if $(filter plan,$@), --backend $(BACKEND)$(if $(REGISTRY), --registry $(REGISTRY))$(if $(filter 1,$(OFFLINE)), --offline)))
 
 data train infer-local infer-bedrock score report: $(PY)
 	$(SP) run $@ $(run_args)

@@ -92,3 +92,19 @@ def test_the_data_files_cached_at_another_branch_are_named(offline_hub, tmp_path
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(other))
     hosts = needed_hosts(manifests.load_sweep("default"), manifests.load_task("xlsum"))
     assert hosts == {"huggingface.co": ["train data csebuetnlp/xlsum", "eval data csebuetnlp/xlsum"]}
+
+
+@pytest.mark.parametrize("sweep_name", SWEEPS)
+def test_plan_offline_on_sagemaker_reads_no_store_and_validates_every_spec(sweep_name, monkeypatch):
+    """--offline: no host is tried and the (unreachable) S3 store is not read; every job spec is still
+    built and validated with botocore."""
+    monkeypatch.setenv("SWITCHPOINT_SAGEMAKER_ROLE", "arn:aws:iam::123456789012:role/switchpoint-sagemaker")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: a read would fail
+    args = ["plan", "--sweep", sweep_name, "--store", "s3://no-such-bucket/runs", "--backend", "sagemaker",
+            "--registry", "123456789012.dkr.ecr.us-east-1.amazonaws.com"]
+    result = CliRunner().invoke(main, [*args, "--offline"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("sweep " + sweep_name + " / task") == 2  # both tasks: jsquad and xlsum
+    assert "plan: OK for backend sagemaker" in result.output
+    online = CliRunner().invoke(main, args)  # without --offline the store is read, and cannot be
+    assert online.exit_code == 1 and "cannot check '_SUCCESS'" in online.output

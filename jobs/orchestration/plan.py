@@ -223,7 +223,8 @@ def _print_estimate(sweep: dict, task: dict, store: str) -> float:
 @click.option("--models-file", default=None, help="A YAML in models.yaml's shape with your own models.")
 @click.option("--role-arn", default=None, help="SageMaker execution role (else sagemaker.role_arn or $SWITCHPOINT_SAGEMAKER_ROLE).")
 @click.option("--registry", default=None, envvar="IMAGE_REGISTRY", help="Registry holding the switchpoint images.")
-@click.option("--offline", is_flag=True, help="Do not check the network (every host counts as reachable).")
+@click.option("--offline", is_flag=True, help="Check nothing over the network: every host counts as reachable, and "
+              "the store is not read (the data step counts as still to do).")
 def plan_command(sweep_name, tasks, store, backend, models_file, role_arn, registry, offline):
     """Check a sweep end to end before anything is spent, and print its jobs, GPU hours, API tokens
     and dollars.
@@ -248,7 +249,8 @@ def plan_command(sweep_name, tasks, store, backend, models_file, role_arn, regis
         for task in (manifests.load_task(t) for t in names):
             resolved, found = check_sweep(sweep, task, backend=backend, store=target,
                                           options={"role_arn": role_arn, "registry": registry},
-                                          check=(lambda host: True) if offline else reachable)
+                                          check=(lambda host: True) if offline else reachable,
+                                          data_current=not offline)
             total += _print_estimate(resolved, task, store)
             for text in found.notices:
                 click.echo(f"  notice: {text}")
