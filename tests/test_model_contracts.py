@@ -292,6 +292,20 @@ def test_an_adapter_trains_and_infers_on_the_replica_hf_engine(hub, jsquad_data,
             assert not any(s in record["prediction"] for s in tok.all_special_tokens if s)
 
 
+@pytest.mark.parametrize("name", HUB_MODELS)
+def test_lm_eval_is_given_the_card_prompt_ids(hub, jsquad_data, name):
+    """lm-eval encodes prompts itself: no second BOS where the template writes one and the tokenizer
+    adds one too (llm-jp's post-processor), none where the card has none."""
+    from lm_eval.models.huggingface import HFLM
+    from switchpoint.infer_local.lm_eval_engine import lm_eval_model
+
+    _, entry, base, _, text = _example_and_prompt(name, jsquad_data)
+    spec = lm_eval_model(base, str(next((hub / f"models--{entry['hub_id'].replace('/', '--')}" / "snapshots").iterdir())),
+                         entry, None, "cpu", 2, False)
+    lm = spec["model"] if isinstance(spec["model"], HFLM) else HFLM.create_from_arg_string(spec["model_args"], {"device": "cpu"})
+    assert lm.tok_batch_encode([text])[0][0].tolist() == prompts.encode_prompt(base.tokenizer, entry, text)
+
+
 # lm-eval's two paths: its own loading from model_args (ELYZA: add_bos_token) and an HFLM given this
 # job's sentencepiece tokenizer (rinna); the other models take the first path.
 @pytest.mark.parametrize("name", ["rinna-3.6b-ppo", "elyza-7b"])
