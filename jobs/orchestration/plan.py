@@ -4,8 +4,8 @@ It builds every job's arguments for the chosen backend and parses them with that
 model, checks every arm (API mode and availability, shots prepared, context windows, engine support
 and quantisation, GPU memory against the instance), prices the sweep and holds the API arms to
 ``max_usd``, and checks the network only for what runs on this machine and its Hugging Face cache
-lacks. With the sagemaker backend every job spec is checked with botocore's own parameter validation. ``run sweep`` calls
-``preflight`` first and stops on any problem.
+lacks. With the sagemaker backend every job spec is checked with botocore's own parameter
+validation. ``run sweep`` calls ``preflight`` first and stops on any problem.
 """
 
 from __future__ import annotations
