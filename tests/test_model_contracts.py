@@ -125,7 +125,7 @@ def test_prompt_ids_hold_bos_only_where_the_card_puts_it_and_never_end_in_eos(hu
     else:
         assert tok.bos_token_id is None or tok.bos_token_id not in ids
     # The card's own recipe gives the same ids.
-    if entry.get("tokenizer") == "sentencepiece":  # rinna: sentencepiece, add_special_tokens=False
+    if entry.get("tokenizer") == "sentencepiece" and entry["prompt_format"] != "chat-template":  # rinna's cards
         assert ids == tok.sp_model.encode(text)
     elif entry["prompt_format"] in ("llama2", "swallow"):  # Llama-2's reference: [bos] + sentencepiece ids
         import sentencepiece
@@ -340,35 +340,60 @@ def test_lm_eval_engine_sees_the_same_prompt_ids_and_gives_the_hf_predictions(hu
         assert hf == [r["prediction"] for r in read_predictions(tmp_path / "lm" / f)]
 
 
-def test_tokenizer_json_asked_for_but_not_published_is_one_clear_error(tmp_path, monkeypatch):
+@pytest.fixture
+def sarashina_without_tokenizer_json(tmp_path, monkeypatch) -> dict:
+    """sarashina2.2 as a repository that ships tokenizer.model only (as its base repositories do)."""
     from huggingface_hub import constants
 
     from build import build_one, corpus
 
     entry = {**manifests.get_model("sarashina2.2-1b-instruct"), "name": "sarashina2.2-1b-instruct"}
-    snapshot = build_one(SPECS[entry["hub_id"]], tmp_path, entry["revision"], corpus(200))
-    (snapshot / "tokenizer.json").unlink()  # a repository that ships tokenizer.model only
+    snapshot = build_one(SPECS[entry["hub_id"]], tmp_path, entry["revision"], corpus())
+    (snapshot / "tokenizer.json").unlink()
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return entry
+
+
+def test_tokenizer_json_asked_for_but_not_published_is_one_clear_error(sarashina_without_tokenizer_json):
+    entry = {**sarashina_without_tokenizer_json, "tokenizer": "tokenizer-json"}
     with pytest.raises(JobError, match=r"says tokenizer: tokenizer-json, but sbintuitions/sarashina2.2-1b-instruct-v0.1 "
                                        r"\(revision 08cf5a8\w+\) has no tokenizer.json"):
         modeling.load_tokenizer(entry)
 
 
-def test_sarashinas_published_tokenizer_json_gives_the_ids_not_transformers_rebuild(hub, jsquad_data):
+def test_sarashina_through_sentencepiece_gives_the_published_tokenizer_jsons_ids_not_transformers_rebuild(
+        hub, jsquad_data):
+    """The card's ids, read three ways: the Unigram tokenizer.json as published, sentencepiece on its
+    tokenizer.model (what the job uses: it needs no tokenizer.json), and not transformers 5's rebuild."""
     import tokenizers
     from huggingface_hub import hf_hub_download
     from transformers import AutoTokenizer
 
     _, entry, base, example, text = _example_and_prompt("sarashina2.2-1b-instruct", jsquad_data)
+    assert entry["tokenizer"] == "sentencepiece" and "<|assistant|>" in text
     published = tokenizers.Tokenizer.from_file(hf_hub_download(entry["hub_id"], "tokenizer.json", revision=entry["revision"]))
-    answer = "一行目\n二行目"
+    answer = "一行目\n二行目 と three  spaces"
     assert prompts.encode_prompt(base.tokenizer, entry, text) == published.encode(text, add_special_tokens=False).ids
     assert prompts.encode_answer(base.tokenizer, entry, answer)[:-1] == published.encode(answer, add_special_tokens=False).ids
-    assert type(published.model).__name__ == type(base.tokenizer.backend_tokenizer.model).__name__ == "Unigram"
+    assert type(published.model).__name__ == "Unigram"
     # What AutoTokenizer would have given: the class's own pipeline, a "▁" in front of the answer.
     rebuilt = AutoTokenizer.from_pretrained(entry["hub_id"], revision=entry["revision"])
     assert rebuilt(answer, add_special_tokens=False)["input_ids"] != published.encode(answer, add_special_tokens=False).ids
+
+
+def test_sarashina_without_a_tokenizer_json_gets_the_same_ids_and_chat_template(hub, jsquad_data,
+                                                                                 sarashina_without_tokenizer_json):
+    spm_only = modeling.load_tokenizer(sarashina_without_tokenizer_json)  # the fixture's cache: no tokenizer.json
+    _, entry, _, _, text = _example_and_prompt("sarashina2.2-1b-instruct", jsquad_data)
+    assert spm_only.chat_template and "<|assistant|>" in text
+    # the ids of the tokenizer.json the full replica ships (read from its snapshot, not through the cache)
+    import tokenizers
+
+    published = tokenizers.Tokenizer.from_file(str(hub / f"models--{entry['hub_id'].replace('/', '--')}" / "snapshots"
+                                                   / entry["revision"] / "tokenizer.json"))
+    assert prompts.encode_prompt(spm_only, entry, text) == published.encode(text, add_special_tokens=False).ids
+    assert spm_only.convert_tokens_to_ids(["<|system|>", "<|assistant|>", "<|user|>"]) == [7, 8, 9]
 
 
 def test_stop_strings_fire_on_rinnas_newline_marker(hub, jsquad_data):

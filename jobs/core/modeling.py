@@ -141,11 +141,13 @@ def load_base(entry: dict, data_dir: Path | None, *, load_in_4bit: bool = False,
 def load_tokenizer(entry: dict) -> Any:
     """The tokenizer of a hub/local entry, behaving as the model card's tokenizer.
 
-    ``tokenizer: sentencepiece`` (rinna): the repository's ``spiece.model`` through sentencepiece
-    itself, as the cards' ``use_fast=False`` T5Tokenizer did. transformers 5 ignores ``use_fast=False``
-    and converts it into a fast tokenizer that drops ``\n``, adds a dummy-prefix space and maps
-    characters it lacks to id 2 instead of their UTF-8 byte pieces. ``tokenizer: tokenizer-json``: the
-    repository's ``tokenizer.json`` exactly as published, whatever tokenizer class its config names.
+    ``tokenizer: sentencepiece`` (rinna, sarashina2.2): the repository's ``spiece.model`` or
+    ``tokenizer.model`` through sentencepiece itself, as the cards' ``use_fast=False`` tokenizers did.
+    transformers 5 ignores ``use_fast=False`` and converts rinna's into a fast tokenizer that drops
+    ``\n``, adds a dummy-prefix space and maps characters it lacks to id 2 instead of their UTF-8 byte
+    pieces; a ``LlamaTokenizer`` class (sarashina) it rebuilds as a BPE with a leading "▁", where the
+    model is a Unigram without one. ``tokenizer: tokenizer-json``: the repository's ``tokenizer.json``
+    exactly as published, whatever tokenizer class its config names.
     """
     from transformers import AutoTokenizer
 
@@ -153,9 +155,8 @@ def load_tokenizer(entry: dict) -> Any:
     if entry.get("tokenizer") == "sentencepiece":
         tokenizer = _sentencepiece_tokenizer(where, entry.get("revision"))
     elif entry.get("tokenizer") == "tokenizer-json":
-        # The repository's tokenizer.json as published, as transformers 4's fast tokenizer used it (sarashina2.2:
-        # Unigram, no dummy prefix). transformers 5 rebuilds a LlamaTokenizer's pipeline from the class instead:
-        # a BPE made from tokenizer.model that puts "▁" in front of every text.
+        # The repository's tokenizer.json as published, as transformers 4's fast tokenizer used it;
+        # transformers 5 rebuilds a LlamaTokenizer's pipeline from the class instead.
         from transformers import PreTrainedTokenizerFast
         from transformers.utils import cached_file
 
@@ -208,15 +209,42 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+SENTENCEPIECE_FILES = ("spiece.model", "tokenizer.model")
+
+
 def _sentencepiece_tokenizer(where: str, revision: str | None) -> Any:
+    """The repository's sentencepiece model through sentencepiece itself, with the special tokens its
+    tokenizer_config names (those the model has as pieces: a chat template's turn marks) and its chat
+    template."""
+    import sentencepiece
     from transformers.utils import cached_file
 
-    spiece = cached_file(where, "spiece.model", revision=revision)
-    config_path = cached_file(where, "tokenizer_config.json", revision=revision, _raise_exceptions_for_missing_entries=False)
+    def fetch(name: str) -> str | None:
+        return cached_file(where, name, revision=revision, _raise_exceptions_for_missing_entries=False)
+
+    spiece = next((path for path in map(fetch, SENTENCEPIECE_FILES) if path), None)
+    if spiece is None:
+        raise JobError(f"{where} (revision {revision or 'main'}): tokenizer: sentencepiece needs a sentencepiece model "
+                       f"({' or '.join(SENTENCEPIECE_FILES)}); it has neither")
+    config_path = fetch("tokenizer_config.json")
     config = json.loads(Path(config_path).read_text(encoding="utf-8")) if config_path else {}
-    special = {k: config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token") if isinstance(config.get(k), str)}
+
+    def text(value: Any) -> str | None:  # a token as a string or an AddedToken dict
+        return value.get("content") if isinstance(value, dict) else value if isinstance(value, str) else None
+
+    special = {k: text(config.get(k)) for k in ("bos_token", "eos_token", "unk_token", "pad_token") if text(config.get(k))}
+    named = [text(t) for t in config.get("additional_special_tokens") or []]
+    named += [text(t) for t in (config.get("added_tokens_decoder") or {}).values() if isinstance(t, dict) and t.get("special")]
+    pieces = sentencepiece.SentencePieceProcessor(model_file=spiece)
+    extra = [t for t in dict.fromkeys(named) if t and t not in special.values() and pieces.piece_to_id(t) != pieces.unk_id()]
     card_class = globals().get("CardSentencePieceTokenizer") or _card_tokenizer_class()
-    return card_class(vocab_file=spiece, **special)
+    tokenizer = card_class(vocab_file=spiece, **special, extra_special_tokens=extra)
+    template = config.get("chat_template")
+    if template is None and (jinja := fetch("chat_template.jinja")):
+        template = Path(jinja).read_text(encoding="utf-8")
+    if template:
+        tokenizer.chat_template = template
+    return tokenizer
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:

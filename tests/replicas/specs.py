@@ -250,7 +250,14 @@ SPECS: dict[str, ReplicaSpec] = {s.hub_id: s for s in [
         tokenizer_json="metaspace-never",
         config=_llama(102400, 8192, pad_token_id=3, tie_word_embeddings=False, num_key_value_heads=2,
                       rope_theta=500000.0), vocab_size=102400,
-        tokenizer_config={"add_bos_token": False, "add_eos_token": False, "bos_token": "<s>",
+        # Keys as the family's published file begins (sarashina2.2-3b's tokenizer_config page): the first
+        # fifteen pieces as special added tokens; add_dummy_prefix_space is sbintuitions' own key.
+        tokenizer_config={"add_bos_token": False, "add_dummy_prefix_space": False, "add_eos_token": False,
+                          "add_prefix_space": False,
+                          "added_tokens_decoder": {str(i): {"content": t, "lstrip": False, "normalized": False,
+                                                            "rstrip": False, "single_word": False, "special": True}
+                                                   for i, t in enumerate(SARASHINA22_SPECIALS)},
+                          "bos_token": "<s>",
                           "clean_up_tokenization_spaces": False, "eos_token": "</s>", "legacy": False,
                           "model_max_length": 1000000000000000019884624838656, "pad_token": "<pad>",
                           "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>",
