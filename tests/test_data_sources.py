@@ -217,3 +217,28 @@ def test_a_repeated_eval_id_names_both_rows(tmp_path):
     assert result.exit_code == 1
     assert "eval.jsonl:2: id 'e1' appears again (first at" in result.output and "eval.jsonl:1)" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_a_parquet_url_is_fetched_and_read(tmp_path):
+    """``type: url`` Parquet (a presigned link, a mirror): fetched whole over HTTP, read from memory."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from switchpoint.data.sources import read_source
+
+    _xlsum_parquet(tmp_path / "served", "test.parquet", _bundled("eval.jsonl")[:7])
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "served"))
+    handler.log_message = lambda *args: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/test.parquet"
+        rows = read_source({"type": "url", "uri": url, "format": "parquet"}, "eval")
+        assert [r.value["id"] for r in rows] == [r["id"] for r in _bundled("eval.jsonl")[:7]]
+        assert rows[0].where == f"{url}#row0"
+        with pytest.raises(JobError, match=r"eval source http://127\.0\.0\.1:\d+/missing\.parquet: cannot reach it"):
+            read_source({"type": "url", "uri": url.replace("test", "missing"), "format": "parquet"}, "eval")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -355,6 +355,49 @@ def sarashina_without_tokenizer_json(tmp_path, monkeypatch) -> dict:
     return entry
 
 
+def _sarashina_variant(tmp_path, monkeypatch, spm_options=None, tokenizer_config=None) -> dict:
+    """sarashina2.2 with other sentencepiece training options or tokenizer_config, in its own cache."""
+    import dataclasses
+
+    from huggingface_hub import constants
+
+    from build import build_one, corpus
+
+    entry = {**manifests.get_model("sarashina2.2-1b-instruct"), "name": "sarashina2.2-1b-instruct"}
+    spec = SPECS[entry["hub_id"]]
+    spec = dataclasses.replace(spec, spm_options={**spec.spm_options, **(spm_options or {})},
+                               tokenizer_config={**spec.tokenizer_config, **(tokenizer_config or {})})
+    build_one(spec, tmp_path, entry["revision"], corpus())
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return entry
+
+
+def test_a_dummy_prefix_in_the_sentencepiece_model_is_cleared_where_the_config_turns_it_off(tmp_path, monkeypatch):
+    """sentencepiece trains with a dummy prefix by default; sarashina's config says add_dummy_prefix_space
+    false, and its published tokenizer.json (Metaspace, prepend never) adds none: neither may the job."""
+    import tokenizers
+    from huggingface_hub import hf_hub_download
+
+    entry = _sarashina_variant(tmp_path, monkeypatch, spm_options={"add_dummy_prefix": True})
+    tok = modeling.load_tokenizer(entry)
+    published = tokenizers.Tokenizer.from_file(hf_hub_download(entry["hub_id"], "tokenizer.json", revision=entry["revision"]))
+    for text in ("東京は日本の首都です", "<|user|>東京 タワー</s><|assistant|>", " 先頭に空白"):
+        assert prompts.encode_prompt(tok, entry, text) == published.encode(text, add_special_tokens=False).ids, text
+    assert tok.convert_ids_to_tokens(tok("東京", add_special_tokens=False)["input_ids"])[0] != "▁"
+
+
+def test_a_special_token_the_sentencepiece_model_lacks_is_one_clear_error(tmp_path, monkeypatch):
+    entry = _sarashina_variant(tmp_path, monkeypatch, tokenizer_config={"pad_token": "<|no-such-piece|>"})
+    with pytest.raises(JobError, match=r"tokenizer_config.json names the special token '<\|no-such-piece\|>', which the "
+                                       r"sentencepiece model has not as a piece; set tokenizer: auto"):
+        modeling.load_tokenizer(entry)
+    moved = {"9": {"content": "<|assistant|>", "special": True}}  # at another id than the model's 8
+    entry = _sarashina_variant(tmp_path / "b", monkeypatch, tokenizer_config={"added_tokens_decoder": moved})
+    with pytest.raises(JobError, match=r"'<\|assistant\|>' at id 9, which the sentencepiece model has at id 8"):
+        modeling.load_tokenizer(entry)
+
+
 def test_tokenizer_json_asked_for_but_not_published_is_one_clear_error(sarashina_without_tokenizer_json):
     entry = {**sarashina_without_tokenizer_json, "tokenizer": "tokenizer-json"}
     with pytest.raises(JobError, match=r"says tokenizer: tokenizer-json, but sbintuitions/sarashina2.2-1b-instruct-v0.1 "

@@ -229,6 +229,7 @@ def test_job_names_are_unique_and_short():
 
 
 def test_default_sweep_offline_stops_at_once_naming_what_it_cannot_reach(monkeypatch):
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE")
     monkeypatch.delenv("HF_HUB_OFFLINE")  # the Hub is tried (and unreachable), not ruled out
     sweep, task = manifests.load_sweep("default"), manifests.load_task("xlsum")
     with pytest.raises(JobError) as err:

@@ -198,6 +198,7 @@ def test_batch_needs_the_models_support_and_a_bedrock_role_and_prefix(tmp_path, 
 
 
 def test_network_is_checked_only_for_what_runs_on_this_machine(monkeypatch):
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE")
     monkeypatch.delenv("HF_HUB_OFFLINE")  # the Hub is tried, not ruled out
     sweep, task = manifests.load_sweep("default"), manifests.load_task("xlsum")
     local = needed_hosts(sweep, task)

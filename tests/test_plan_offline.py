@@ -108,3 +108,40 @@ def test_plan_offline_on_sagemaker_reads_no_store_and_validates_every_spec(sweep
     assert "plan: OK for backend sagemaker" in result.output
     online = CliRunner().invoke(main, args)  # without --offline the store is read, and cannot be
     assert online.exit_code == 1 and "cannot check '_SUCCESS'" in online.output
+
+
+def test_a_half_downloaded_sharded_model_is_not_cached(tmp_path, monkeypatch):
+    """An interrupted download leaves the index and some shards: the job would fail, so plan names it."""
+    import json
+
+    from huggingface_hub import constants
+    from switchpoint.orchestration.plan import model_cached
+
+    from build import lay_out
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    commit = "1" * 40
+    index = {"metadata": {}, "weight_map": {"a.weight": "model-00001-of-00002.safetensors",
+                                            "b.weight": "model-00002-of-00002.safetensors"}}
+    files = {"config.json": b"{}", "tokenizer.model": b"spm", "model-00001-of-00002.safetensors": b"1",
+             "model.safetensors.index.json": json.dumps(index).encode()}
+    repo = tmp_path / "models--org--sharded"
+    lay_out(repo, commit, files, None)
+    assert not model_cached("org/sharded", commit)
+    lay_out(repo, commit, {"model-00002-of-00002.safetensors": b"2"}, None)
+    assert model_cached("org/sharded", commit) and model_cached("org/sharded", "main")
+    assert not model_cached("org/sharded", "2" * 40)  # another commit: not what the job would load
+    (repo / "snapshots" / commit / "tokenizer.model").unlink()
+    assert not model_cached("org/sharded", commit)  # no tokenizer file
+
+
+@pytest.mark.parametrize(("env", "offline"), [({"HF_HUB_OFFLINE": "1"}, True), ({"TRANSFORMERS_OFFLINE": "yes"}, True),
+                                              ({"HF_HUB_OFFLINE": "0"}, False), ({}, False)])
+def test_offline_is_read_as_huggingface_hub_reads_it(env, offline, monkeypatch):
+    from switchpoint.orchestration.plan import hub_offline
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert hub_offline() is offline

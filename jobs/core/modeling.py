@@ -163,8 +163,8 @@ def load_tokenizer(entry: dict) -> Any:
         if cached_file(where, "tokenizer.json", revision=entry.get("revision"),
                        _raise_exceptions_for_missing_entries=False) is None:
             raise JobError(f"model {entry.get('name', where)!r}: models.yaml says tokenizer: tokenizer-json, but {where} "
-                           f"(revision {entry.get('revision') or 'main'}) has no tokenizer.json; remove that key to "
-                           "load the tokenizer the repository's config names")
+                           f"(revision {entry.get('revision') or 'main'}) has no tokenizer.json ({NOT_HERE}); "
+                           "remove that key to load the tokenizer the repository's config names")
         tokenizer = PreTrainedTokenizerFast.from_pretrained(where, revision=entry.get("revision"))
     else:
         tokenizer = AutoTokenizer.from_pretrained(where, revision=entry.get("revision"),
@@ -210,35 +210,59 @@ def __getattr__(name: str) -> Any:
 
 
 SENTENCEPIECE_FILES = ("spiece.model", "tokenizer.model")
+NOT_HERE = "not in the repository at that revision, or (offline) not in this machine's Hugging Face cache"
+
+
+def _token_text(value: Any) -> str | None:
+    """A tokenizer_config token, written as a string or as an AddedToken dict."""
+    return value.get("content") if isinstance(value, dict) else value if isinstance(value, str) else None
+
+
+def _config_specials(config: dict, pieces: Any, where: str) -> tuple[dict[str, str], list[str]]:
+    """(bos/eos/unk/pad, other special tokens) the config names, each checked to be a piece of the
+    sentencepiece model at the id the config gives: a token that is not would be appended past the
+    vocabulary, past the embedding matrix."""
+    special = {k: t for k in ("bos_token", "eos_token", "unk_token", "pad_token") if (t := _token_text(config.get(k)))}
+    named = {_token_text(t): None for t in config.get("additional_special_tokens") or []}
+    for index, token in (config.get("added_tokens_decoder") or {}).items():
+        if isinstance(token, dict) and token.get("special"):
+            named[token.get("content")] = int(index)
+    for token, index in {**{t: None for t in special.values()}, **named}.items():
+        found = pieces.piece_to_id(token) if token else pieces.unk_id()
+        if not token or (found == pieces.unk_id() and token != pieces.id_to_piece(pieces.unk_id())) \
+                or (index is not None and found != index):
+            raise JobError(f"{where}: tokenizer_config.json names the special token {token!r}"
+                           f"{f' at id {index}' if index is not None else ''}, which the sentencepiece model has "
+                           f"{'at id ' + str(found) if found != pieces.unk_id() else 'not as a piece'}; "
+                           "set tokenizer: auto for this model")
+    return special, [t for t in named if t not in special.values()]
 
 
 def _sentencepiece_tokenizer(where: str, revision: str | None) -> Any:
     """The repository's sentencepiece model through sentencepiece itself, with the special tokens its
-    tokenizer_config names (those the model has as pieces: a chat template's turn marks) and its chat
-    template."""
+    tokenizer_config names (a chat template's turn marks among them) and its chat template. A config
+    that turns the dummy prefix off (``add_prefix_space``/``add_dummy_prefix_space``/``legacy``
+    false) has it cleared in the model, as transformers' non-legacy Llama tokenizer does."""
     import sentencepiece
     from transformers.utils import cached_file
 
     def fetch(name: str) -> str | None:
         return cached_file(where, name, revision=revision, _raise_exceptions_for_missing_entries=False)
 
+    at = f"{where} (revision {revision or 'main'})"
     spiece = next((path for path in map(fetch, SENTENCEPIECE_FILES) if path), None)
     if spiece is None:
-        raise JobError(f"{where} (revision {revision or 'main'}): tokenizer: sentencepiece needs a sentencepiece model "
-                       f"({' or '.join(SENTENCEPIECE_FILES)}); it has neither")
+        raise JobError(f"{at}: tokenizer: sentencepiece needs {' or '.join(SENTENCEPIECE_FILES)}; neither is there "
+                       f"({NOT_HERE})")
     config_path = fetch("tokenizer_config.json")
-    config = json.loads(Path(config_path).read_text(encoding="utf-8")) if config_path else {}
-
-    def text(value: Any) -> str | None:  # a token as a string or an AddedToken dict
-        return value.get("content") if isinstance(value, dict) else value if isinstance(value, str) else None
-
-    special = {k: text(config.get(k)) for k in ("bos_token", "eos_token", "unk_token", "pad_token") if text(config.get(k))}
-    named = [text(t) for t in config.get("additional_special_tokens") or []]
-    named += [text(t) for t in (config.get("added_tokens_decoder") or {}).values() if isinstance(t, dict) and t.get("special")]
-    pieces = sentencepiece.SentencePieceProcessor(model_file=spiece)
-    extra = [t for t in dict.fromkeys(named) if t and t not in special.values() and pieces.piece_to_id(t) != pieces.unk_id()]
+    if config_path is None:
+        raise JobError(f"{at}: tokenizer: sentencepiece needs tokenizer_config.json for its special tokens ({NOT_HERE})")
+    config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    special, extra = _config_specials(config, sentencepiece.SentencePieceProcessor(model_file=spiece),
+                                      f"{at}/tokenizer_config.json")
+    no_prefix = any(config.get(k) is False for k in ("add_prefix_space", "add_dummy_prefix_space", "legacy"))
     card_class = globals().get("CardSentencePieceTokenizer") or _card_tokenizer_class()
-    tokenizer = card_class(vocab_file=spiece, **special, extra_special_tokens=extra)
+    tokenizer = card_class(vocab_file=spiece, legacy=not no_prefix, **special, extra_special_tokens=extra)
     template = config.get("chat_template")
     if template is None and (jinja := fetch("chat_template.jinja")):
         template = Path(jinja).read_text(encoding="utf-8")

@@ -57,6 +57,9 @@ def _read_local_or_remote(source: dict, role: str) -> tuple[bytes, str]:
 def read_source(source: dict, role: str) -> list[RawRow]:
     """Rows of a source: SQuAD-JSON flattened to one row per question, JSONL as is, Parquet, or a Hub split."""
     if source["format"] == "parquet":
+        if source.get("type") in ("url", "store"):  # fetched whole, read from memory
+            data, where = _read_local_or_remote(source, role)
+            return read_parquet(data, role, where=where)
         return read_parquet(parquet_file(source, role), role, where=parquet_location(source))
     if source.get("type") == "hub" or source["format"] == "hub":
         return _read_hub(source, role)
@@ -92,9 +95,9 @@ def parquet_location(source: dict) -> str:
         return f"hf://datasets/{source['uri']}@{revision}/{source['path']}"
     if kind == "bundled":
         return str(manifests.bundled_dir() / source["uri"])
-    if kind in ("file", "url"):
+    if kind in ("file", "url", "store"):
         return source["uri"]
-    raise JobError(f"source {source['uri']}: type {kind!r} cannot hold a Parquet file (use file, url or hub)")
+    raise JobError(f"source {source['uri']}: type {kind!r} cannot hold a Parquet file (use file, url, store or hub)")
 
 
 def parquet_file(source: dict, role: str) -> str:
@@ -114,18 +117,19 @@ def parquet_file(source: dict, role: str) -> str:
         raise JobError(f"{role} source {location}: cannot fetch it ({type(err).__name__}: {first}); {OFFLINE_HINT}") from err
 
 
-def read_parquet(path: str, role: str, where: str | None = None) -> list[RawRow]:
-    """Rows of one local Parquet file; ``where`` names it in errors and row addresses (the Hub address
-    for a Hub file)."""
-    where = where or path
-    if not Path(path).is_file():
+def read_parquet(path: str | bytes, role: str, where: str | None = None) -> list[RawRow]:
+    """Rows of one Parquet file, a local path or its bytes; ``where`` names it in errors and row
+    addresses (the Hub address for a Hub file)."""
+    where = where or str(path)
+    if isinstance(path, str) and not Path(path).is_file():
         raise JobError(f"{role} source {where}: cannot read (no such file)")
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as err:
         raise JobError("a Parquet source needs pyarrow: pip install 'switchpoint[hub]'") from err
     try:
-        rows = pq.read_table(path).to_pylist()
+        rows = pq.read_table(pa.BufferReader(path) if isinstance(path, bytes) else path).to_pylist()
     except Exception as err:  # pyarrow's ArrowInvalid / OSError on a file that is not Parquet
         first = str(err).splitlines()[0] if str(err) else ""
         raise JobError(f"{role} source {where}: not a readable Parquet file ({type(err).__name__}: {first})") from err

@@ -5,8 +5,8 @@ answer is cut by ``prompts.postprocess`` afterwards, as for the other engines. G
 the same end ids the hf engine uses (the generation config's list and the tokenizer's EOS), with its
 repetition penalty, and the
 generated ids are decoded by the job's tokenizer (the card's), not vLLM's: a model whose card
-tokenizer differs from what transformers would build (rinna's sentencepiece, sarashina's published
-tokenizer.json) gets the same text from every engine. Not runnable on the CPU machines this was
+tokenizer differs from what transformers would build (rinna's and sarashina's models through sentencepiece
+itself) gets the same text from every engine. Not runnable on the CPU machines this was
 written on; ``engines.py`` says for which architectures vLLM serves LoRA.
 """
 

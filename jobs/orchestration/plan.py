@@ -11,10 +11,12 @@ validation. ``run sweep`` calls ``preflight`` first and stops on any problem.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlparse
 
 import click
@@ -52,28 +54,45 @@ class Findings:
 
 
 # --- network: only what runs on this machine ----------------------------------------------------
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json")
 
 
 def hub_offline() -> bool:
-    """``HF_HUB_OFFLINE`` as huggingface_hub reads it: the jobs take what the cache holds, nothing else."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+    """huggingface_hub's own rule (``HF_HUB_OFFLINE``, else ``TRANSFORMERS_OFFLINE``): the jobs take
+    what the cache holds, nothing else."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.upper() in ("1", "ON", "YES", "TRUE")
 
 
-def hub_cached(repo_id: str, revision: str | None, files: tuple[str, ...], repo_type: str = "model",
-               any_of: tuple[str, ...] = ()) -> bool:
-    """Whether this machine's Hugging Face cache holds ``files`` (and one of ``any_of``) of the repository
-    at ``revision``: a job that finds them there needs no network (huggingface_hub falls back to the
-    cache). The local runner and docker (which mounts this cache) share it."""
+def _cached(repo_id: str, revision: str | None, name: str, repo_type: str = "model") -> str | None:
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
+        return None
+    found = try_to_load_from_cache(repo_id, name, revision=revision or "main", repo_type=repo_type)
+    return found if isinstance(found, str) else None
+
+
+def model_cached(repo_id: str, revision: str | None) -> bool:
+    """Whether this machine's Hugging Face cache holds what a job loads of the model at ``revision``:
+    its config, a tokenizer file and every weight file (all the shards an index names, since an
+    interrupted download leaves the index and some of them). A job that finds them there needs no
+    network (huggingface_hub falls back to the cache); the local runner and docker (which mounts this
+    cache) share it."""
+    if not _cached(repo_id, revision, "config.json") or not any(_cached(repo_id, revision, f) for f in TOKENIZER_FILES):
         return False
-
-    def held(name: str) -> bool:
-        return isinstance(try_to_load_from_cache(repo_id, name, revision=revision or "main", repo_type=repo_type), str)
-
-    return all(held(f) for f in files) and (not any_of or any(held(f) for f in any_of))
+    if any(_cached(repo_id, revision, f) for f in WEIGHT_FILES):
+        return True
+    for name in WEIGHT_INDEXES:
+        if index := _cached(repo_id, revision, name):
+            try:
+                shards = set(json.loads(Path(index).read_text(encoding="utf-8"))["weight_map"].values())
+            except (OSError, ValueError, KeyError, AttributeError):
+                return False
+            return all(_cached(repo_id, revision, shard) for shard in shards)
+    return False
 
 
 def needed_hosts(sweep: dict, task: dict, *, backend: str = "local", data_done: bool = False) -> dict[str, list[str]]:
@@ -83,14 +102,13 @@ def needed_hosts(sweep: dict, task: dict, *, backend: str = "local", data_done: 
     hosts: dict[str, list[str]] = {}
     if backend != "sagemaker":
         for entry in model_entries(sweep).values():
-            if entry["source"] == "hub" and not hub_cached(entry["hub_id"], entry.get("revision"), ("config.json",),
-                                                           any_of=WEIGHT_FILES):
+            if entry["source"] == "hub" and not model_cached(entry["hub_id"], entry.get("revision")):
                 hosts.setdefault(HUB_HOST, []).append(f"model {entry['hub_id']}")
     if sweep["data"]["source"] == "remote" and not data_done:
         for role, source in task["sources"].items():
             if source.get("type") == "hub":
-                if source.get("format") == "parquet" and source.get("path") and hub_cached(
-                        source["uri"], source.get("revision"), (source["path"],), repo_type="dataset"):
+                if source.get("format") == "parquet" and source.get("path") and _cached(
+                        source["uri"], source.get("revision"), source["path"], repo_type="dataset"):
                     continue
                 hosts.setdefault(HUB_HOST, []).append(f"{role} data {source['uri']}")
             elif source.get("type") == "url":
@@ -117,7 +135,8 @@ def _network(sweep: dict, task: dict, backend: str, data_done: bool, check: Call
              f"(make sweep TASK={task['name']} SWEEP=smoke)")
     if HUB_HOST in missing and hub_offline():
         found.problem(f"HF_HUB_OFFLINE is set and this machine's Hugging Face cache lacks {', '.join(missing.pop(HUB_HOST))} "
-                      f"at the pinned revision: download them first (hf download <id> --revision <rev>), or unset it. {smoke}")
+                      "at the pinned revision: download them first (hf download <id> --revision <revision>; a dataset "
+                      f"with --repo-type dataset), or unset it. {smoke}")
     if missing:
         detail = "; ".join(f"{host} (for {', '.join(needs)})" for host, needs in missing.items())
         found.problem(f"cannot reach {detail}. {smoke}")

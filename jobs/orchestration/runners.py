@@ -47,7 +47,8 @@ POLL_S = 5.0  # how often a runner looks for finished adapters while its job run
 # Passed to containers by name only (docker takes the value from this environment), so no secret
 # ever appears in a command line, a log or an image.
 PASSTHROUGH_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
-                   "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL", "HF_TOKEN", "HF_HUB_OFFLINE")
+                   "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL", "HF_TOKEN", "HF_HUB_OFFLINE",
+                   "TRANSFORMERS_OFFLINE")
 # A started job: a subprocess, or a local job forked from the warm launcher (the same methods).
 Job = subprocess.Popen | launcher.WarmJob
 # Called with (adapter path relative to the checkpoints, the job's process) after each adapter is published.
@@ -287,8 +288,9 @@ def host_hub_cache() -> Path:
         from huggingface_hub import constants
     except ImportError:  # an orchestration-only install: huggingface_hub's own rule
         home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-        return Path(os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub")).expanduser()
-    return Path(constants.HF_HUB_CACHE).expanduser()
+        return Path(os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub")).expanduser().resolve()
+    # absolute: docker reads a bare name after -v as a named volume, not this folder
+    return Path(constants.HF_HUB_CACHE).expanduser().resolve()
 
 
 def docker_command(step: Step, root: Path, image: str, name: str | None = None, run: Store | None = None) -> list[str]:
@@ -309,7 +311,11 @@ def docker_command(step: Step, root: Path, image: str, name: str | None = None, 
         cmd += ["--gpus", "all", "--shm-size", "16g"]
     if step.image in MODEL_IMAGES:  # one download of a model serves every job and run on this host
         cache = host_hub_cache()
-        cache.mkdir(parents=True, exist_ok=True)  # else docker creates it, owned by root
+        try:
+            cache.mkdir(parents=True, exist_ok=True)  # else docker creates it, owned by root
+        except OSError as err:
+            raise JobError(f"the Hugging Face cache {cache} (HF_HUB_CACHE / HF_HOME) cannot be made: "
+                           f"{err.strerror or err}") from err
         cmd += ["-v", f"{cache}:{CONTAINER_HUB_CACHE}", "-e", f"HF_HUB_CACHE={CONTAINER_HUB_CACHE}"]
     for env in PASSTHROUGH_ENV:
         if env in os.environ:
