@@ -389,12 +389,12 @@ def test_a_dummy_prefix_in_the_sentencepiece_model_is_cleared_where_the_config_t
 
 def test_a_special_token_the_sentencepiece_model_lacks_is_one_clear_error(tmp_path, monkeypatch):
     entry = _sarashina_variant(tmp_path, monkeypatch, tokenizer_config={"pad_token": "<|no-such-piece|>"})
-    with pytest.raises(JobError, match=r"tokenizer_config.json names the special token '<\|no-such-piece\|>', which the "
-                                       r"sentencepiece model has not as a piece; set tokenizer: auto"):
+    with pytest.raises(JobError, match=r"tokenizer_config.json names the special token '<\|no-such-piece\|>'; the "
+                                       r"sentencepiece model has no such piece. Set tokenizer: auto"):
         modeling.load_tokenizer(entry)
     moved = {"9": {"content": "<|assistant|>", "special": True}}  # at another id than the model's 8
     entry = _sarashina_variant(tmp_path / "b", monkeypatch, tokenizer_config={"added_tokens_decoder": moved})
-    with pytest.raises(JobError, match=r"'<\|assistant\|>' at id 9, which the sentencepiece model has at id 8"):
+    with pytest.raises(JobError, match=r"'<\|assistant\|>' at id 9; the sentencepiece model has it at id 8"):
         modeling.load_tokenizer(entry)
 
 

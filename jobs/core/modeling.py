@@ -231,10 +231,9 @@ def _config_specials(config: dict, pieces: Any, where: str) -> tuple[dict[str, s
         found = pieces.piece_to_id(token) if token else pieces.unk_id()
         if not token or (found == pieces.unk_id() and token != pieces.id_to_piece(pieces.unk_id())) \
                 or (index is not None and found != index):
-            raise JobError(f"{where}: tokenizer_config.json names the special token {token!r}"
-                           f"{f' at id {index}' if index is not None else ''}, which the sentencepiece model has "
-                           f"{'at id ' + str(found) if found != pieces.unk_id() else 'not as a piece'}; "
-                           "set tokenizer: auto for this model")
+            has = f"has it at id {found}" if found != pieces.unk_id() else "has no such piece"
+            raise JobError(f"{where} names the special token {token!r}{f' at id {index}' if index is not None else ''}; "
+                           f"the sentencepiece model {has}. Set tokenizer: auto for this model")
     return special, [t for t in named if t not in special.values()]
 
 
