@@ -123,8 +123,8 @@ def test_a_half_downloaded_sharded_model_is_not_cached(tmp_path, monkeypatch):
     commit = "1" * 40
     index = {"metadata": {}, "weight_map": {"a.weight": "model-00001-of-00002.safetensors",
                                             "b.weight": "model-00002-of-00002.safetensors"}}
-    files = {"config.json": b"{}", "tokenizer.model": b"spm", "model-00001-of-00002.safetensors": b"1",
-             "model.safetensors.index.json": json.dumps(index).encode()}
+    files = {"config.json": b"{}", "tokenizer_config.json": b"{}", "tokenizer.model": b"spm",
+             "model-00001-of-00002.safetensors": b"1", "model.safetensors.index.json": json.dumps(index).encode()}
     repo = tmp_path / "models--org--sharded"
     lay_out(repo, commit, files, None)
     assert not model_cached("org/sharded", commit)
@@ -135,13 +135,40 @@ def test_a_half_downloaded_sharded_model_is_not_cached(tmp_path, monkeypatch):
     assert not model_cached("org/sharded", commit)  # no tokenizer file
 
 
-@pytest.mark.parametrize(("env", "offline"), [({"HF_HUB_OFFLINE": "1"}, True), ({"TRANSFORMERS_OFFLINE": "yes"}, True),
-                                              ({"HF_HUB_OFFLINE": "0"}, False), ({}, False)])
-def test_offline_is_read_as_huggingface_hub_reads_it(env, offline, monkeypatch):
-    from switchpoint.orchestration.plan import hub_offline
+@pytest.mark.parametrize("index", [b"not json", b"[1, 2]", b'{"weight_map": {}}', b'{"weight_map": {"a": 3}}',
+                                   b'{"weight_map": {"a": {"b": 1}}}', b'{"weight_map": {"a": "../../escape.bin"}}'])
+def test_an_index_that_is_not_one_counts_as_not_cached(index, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+    from switchpoint.orchestration.plan import model_cached
+
+    from build import lay_out
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    files = {"config.json": b"{}", "tokenizer_config.json": b"{}", "tokenizer.json": b"{}",
+             "model.safetensors.index.json": index}
+    lay_out(tmp_path / "models--org--odd", "3" * 40, files, None)
+    assert model_cached("org/odd", "3" * 40) is False
+
+
+@pytest.mark.parametrize(("env", "switch"), [({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE"),
+                                             ({"TRANSFORMERS_OFFLINE": "yes"}, "TRANSFORMERS_OFFLINE"),
+                                             ({"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "1"}, None), ({}, None)])
+def test_offline_is_read_as_huggingface_hub_reads_it(env, switch, monkeypatch):
+    from switchpoint.orchestration.plan import hub_offline, offline_switch
 
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert hub_offline() is offline
+    assert offline_switch() == switch and hub_offline() is (switch is not None)
+
+
+def test_the_problem_names_the_offline_switch_that_is_set(offline_hub, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # empty
+    problems = check_sweep(manifests.load_sweep("default"), manifests.load_task("xlsum"), check=reachable)[1].problems
+    assert len(problems) == 1 and problems[0].startswith("TRANSFORMERS_OFFLINE is set and this machine's")
+    assert "or unset TRANSFORMERS_OFFLINE." in problems[0]

@@ -223,15 +223,19 @@ def _config_specials(config: dict, pieces: Any, where: str) -> tuple[dict[str, s
     sentencepiece model at the id the config gives: a token that is not would be appended past the
     vocabulary, past the embedding matrix."""
     special = {k: t for k in ("bos_token", "eos_token", "unk_token", "pad_token") if (t := _token_text(config.get(k)))}
-    named = {_token_text(t): None for t in config.get("additional_special_tokens") or []}
+    listed = config.get("additional_special_tokens") or []
+    named = {_token_text(t): None for t in ([listed] if isinstance(listed, str) else listed)}
     for index, token in (config.get("added_tokens_decoder") or {}).items():
         if isinstance(token, dict) and token.get("special"):
+            if not str(index).isdigit():
+                raise JobError(f"{where}: added_tokens_decoder key {index!r} is not a token id")
             named[token.get("content")] = int(index)
+    unk = pieces.id_to_piece(pieces.unk_id())
     for token, index in {**{t: None for t in special.values()}, **named}.items():
         found = pieces.piece_to_id(token) if token else pieces.unk_id()
-        if not token or (found == pieces.unk_id() and token != pieces.id_to_piece(pieces.unk_id())) \
-                or (index is not None and found != index):
-            has = f"has it at id {found}" if found != pieces.unk_id() else "has no such piece"
+        known = bool(token) and (found != pieces.unk_id() or token == unk)
+        if not known or (index is not None and found != index):
+            has = f"has it at id {found}" if known else "has no such piece"
             raise JobError(f"{where} names the special token {token!r}{f' at id {index}' if index is not None else ''}; "
                            f"the sentencepiece model {has}. Set tokenizer: auto for this model")
     return special, [t for t in named if t not in special.values()]

@@ -59,11 +59,15 @@ WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json")
 
 
+def offline_switch() -> str | None:
+    """The variable that makes huggingface_hub offline (``HF_HUB_OFFLINE``, else ``TRANSFORMERS_OFFLINE``,
+    by its own rule), or None: with it set, the jobs take what the cache holds, nothing else."""
+    name = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
+    return name if (os.environ.get(name) or "").upper() in ("1", "ON", "YES", "TRUE") else None
+
+
 def hub_offline() -> bool:
-    """huggingface_hub's own rule (``HF_HUB_OFFLINE``, else ``TRANSFORMERS_OFFLINE``): the jobs take
-    what the cache holds, nothing else."""
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.upper() in ("1", "ON", "YES", "TRUE")
+    return offline_switch() is not None
 
 
 def _cached(repo_id: str, revision: str | None, name: str, repo_type: str = "model") -> str | None:
@@ -75,23 +79,35 @@ def _cached(repo_id: str, revision: str | None, name: str, repo_type: str = "mod
     return found if isinstance(found, str) else None
 
 
+def _shards(index_path: str) -> list[str] | None:
+    """The weight files a sharded checkpoint's index names; None for an index that is not one."""
+    try:
+        weight_map = json.loads(Path(index_path).read_text(encoding="utf-8")).get("weight_map")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+        return None
+    return sorted(set(weight_map.values()))
+
+
 def model_cached(repo_id: str, revision: str | None) -> bool:
     """Whether this machine's Hugging Face cache holds what a job loads of the model at ``revision``:
-    its config, a tokenizer file and every weight file (all the shards an index names, since an
-    interrupted download leaves the index and some of them). A job that finds them there needs no
-    network (huggingface_hub falls back to the cache); the local runner and docker (which mounts this
-    cache) share it."""
-    if not _cached(repo_id, revision, "config.json") or not any(_cached(repo_id, revision, f) for f in TOKENIZER_FILES):
+    config, tokenizer_config and a tokenizer file, and every weight file (all the shards an index
+    names, since an interrupted download leaves the index and some of them). A job that finds them
+    there needs no network (huggingface_hub falls back to the cache); the local runner and docker
+    (which mounts this cache) share it."""
+    if not all(_cached(repo_id, revision, f) for f in ("config.json", "tokenizer_config.json")) \
+            or not any(_cached(repo_id, revision, f) for f in TOKENIZER_FILES):
         return False
     if any(_cached(repo_id, revision, f) for f in WEIGHT_FILES):
         return True
     for name in WEIGHT_INDEXES:
         if index := _cached(repo_id, revision, name):
+            shards = _shards(index)
             try:
-                shards = set(json.loads(Path(index).read_text(encoding="utf-8"))["weight_map"].values())
-            except (OSError, ValueError, KeyError, AttributeError):
+                return shards is not None and all(_cached(repo_id, revision, shard) for shard in shards)
+            except ValueError:  # a shard name huggingface_hub refuses (absolute, "..")
                 return False
-            return all(_cached(repo_id, revision, shard) for shard in shards)
     return False
 
 
@@ -133,10 +149,10 @@ def _network(sweep: dict, task: dict, backend: str, data_done: bool, check: Call
     missing = {host: needs for host, needs in hosts.items() if not check(host)}
     smoke = (f"Offline, run the bundled data and a tiny model with SWEEP=smoke "
              f"(make sweep TASK={task['name']} SWEEP=smoke)")
-    if HUB_HOST in missing and hub_offline():
-        found.problem(f"HF_HUB_OFFLINE is set and this machine's Hugging Face cache lacks {', '.join(missing.pop(HUB_HOST))} "
+    if HUB_HOST in missing and (switch := offline_switch()):
+        found.problem(f"{switch} is set and this machine's Hugging Face cache lacks {', '.join(missing.pop(HUB_HOST))} "
                       "at the pinned revision: download them first (hf download <id> --revision <revision>; a dataset "
-                      f"with --repo-type dataset), or unset it. {smoke}")
+                      f"with --repo-type dataset), or unset {switch}. {smoke}")
     if missing:
         detail = "; ".join(f"{host} (for {', '.join(needs)})" for host, needs in missing.items())
         found.problem(f"cannot reach {detail}. {smoke}")
