@@ -33,14 +33,10 @@ def _xlsum_parquet(folder: Path, name: str, rows: list[dict]) -> Path:
     return path
 
 
-def _bundled(name: str) -> list[dict]:
-    return bundled_xlsum(name)
-
-
 def _parquet_task(tmp_path: Path) -> Path:
     """The packaged XL-Sum task with its Hub sources swapped for local Parquet files (same format)."""
-    _xlsum_parquet(tmp_path / "japanese" / "train", "0000.parquet", _bundled("train.jsonl")[:60])
-    _xlsum_parquet(tmp_path / "japanese" / "test", "0000.parquet", _bundled("eval.jsonl")[:20])
+    _xlsum_parquet(tmp_path / "japanese" / "train", "0000.parquet", bundled_xlsum("train.jsonl")[:60])
+    _xlsum_parquet(tmp_path / "japanese" / "test", "0000.parquet", bundled_xlsum("eval.jsonl")[:20])
     text = (manifests.manifest_dir() / "tasks" / "xlsum.yaml").read_text(encoding="utf-8")
     text = text.replace("{type: hub, uri: csebuetnlp/xlsum, revision: refs/convert/parquet, path: japanese/train/0000.parquet",
                         "{type: file, uri: japanese/train/0000.parquet")
@@ -66,7 +62,7 @@ def test_local_parquet_with_xlsums_columns_goes_through_the_same_reader(tmp_path
     info = prepare(Settings(task=str(_parquet_task(tmp_path)), sizes=[0, 4], seeds=[0], source="remote"), out)
     assert info["eval_count"] == 20 and info["train_source_count"] == 60
     rec = read_eval_set(out)[0]
-    first = _bundled("eval.jsonl")[0]
+    first = bundled_xlsum("eval.jsonl")[0]
     assert rec == {"id": first["id"], "title": first["title"], "text": first["text"], "references": [first["summary"]]}
     assert len(read_train_set(out, 0, 4)) == 4
 
@@ -89,7 +85,7 @@ def test_the_real_xlsum_task_reads_the_hubs_parquet_files_from_the_cache_offline
     out = tmp_path / "out"
     info = prepare(Settings(task="xlsum", sizes=[0, 4], seeds=[0], source="remote"), out)
     assert info["eval_count"] == 20 and info["train_source_count"] == 60  # test split for eval, train for train
-    first = _bundled("eval.jsonl")[0]
+    first = bundled_xlsum("eval.jsonl")[0]
     assert read_eval_set(out)[0] == {"id": first["id"], "title": first["title"], "text": first["text"],
                                      "references": [first["summary"]]}
 
@@ -227,7 +223,7 @@ def test_a_parquet_url_is_fetched_and_read(tmp_path):
 
     from switchpoint.data.sources import read_source
 
-    _xlsum_parquet(tmp_path / "served", "test.parquet", _bundled("eval.jsonl")[:7])
+    _xlsum_parquet(tmp_path / "served", "test.parquet", bundled_xlsum("eval.jsonl")[:7])
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "served"))
     handler.log_message = lambda *args: None
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -235,7 +231,7 @@ def test_a_parquet_url_is_fetched_and_read(tmp_path):
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/test.parquet"
         rows = read_source({"type": "url", "uri": url, "format": "parquet"}, "eval")
-        assert [r.value["id"] for r in rows] == [r["id"] for r in _bundled("eval.jsonl")[:7]]
+        assert [r.value["id"] for r in rows] == [r["id"] for r in bundled_xlsum("eval.jsonl")[:7]]
         assert rows[0].where == f"{url}#row0"
         with pytest.raises(JobError, match=r"eval source http://127\.0\.0\.1:\d+/missing\.parquet: cannot reach it"):
             read_source({"type": "url", "uri": url.replace("test", "missing"), "format": "parquet"}, "eval")

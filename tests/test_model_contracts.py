@@ -340,21 +340,6 @@ def test_lm_eval_engine_sees_the_same_prompt_ids_and_gives_the_hf_predictions(hu
         assert hf == [r["prediction"] for r in read_predictions(tmp_path / "lm" / f)]
 
 
-@pytest.fixture
-def sarashina_without_tokenizer_json(tmp_path, monkeypatch) -> dict:
-    """sarashina2.2 as a repository that ships tokenizer.model only (as its base repositories do)."""
-    from huggingface_hub import constants
-
-    from build import build_one, corpus
-
-    entry = {**manifests.get_model("sarashina2.2-1b-instruct"), "name": "sarashina2.2-1b-instruct"}
-    snapshot = build_one(SPECS[entry["hub_id"]], tmp_path, entry["revision"], corpus())
-    (snapshot / "tokenizer.json").unlink()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return entry
-
-
 def _sarashina_variant(tmp_path, monkeypatch, spm_options=None, tokenizer_config=None) -> dict:
     """sarashina2.2 with other sentencepiece training options or tokenizer_config, in its own cache."""
     import dataclasses
@@ -370,6 +355,14 @@ def _sarashina_variant(tmp_path, monkeypatch, spm_options=None, tokenizer_config
     build_one(spec, tmp_path, entry["revision"], corpus())
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return entry
+
+
+@pytest.fixture
+def sarashina_without_tokenizer_json(tmp_path, monkeypatch) -> dict:
+    """sarashina2.2 as a repository that ships tokenizer.model only (as its base repositories do)."""
+    entry = _sarashina_variant(tmp_path, monkeypatch)
+    (tmp_path / f"models--{entry['hub_id'].replace('/', '--')}" / "snapshots" / entry["revision"] / "tokenizer.json").unlink()
     return entry
 
 
